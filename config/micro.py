@@ -1,0 +1,21 @@
+# A few iterations of every stage, in seconds: what the tests run. Learns nothing.
+out_dir = "out/micro"
+resolution = 16
+patch = 8
+num_frames = 6
+width = 32
+depth = 1
+heads = 2
+text_depth = 1
+teacher_steps = 4
+teacher_iters = 3
+teacher_batch = 2
+warmup_iters = 1
+ode_pairs = 4
+ode_iters = 2
+ode_batch = 2
+sf_iters = 3
+sf_batch = 2
+dfake_gen_update_ratio = 2
+log_interval = 1
+eval_videos = 4

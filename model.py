@@ -1,0 +1,616 @@
+"""
+The whole Self Forcing model on one page: a small video diffusion transformer (DiT) in pixel space.
+
+One class, CausalDiT, plays every role of the paper by its attention pattern alone:
+  "bidirectional"    every frame sees every frame (teacher, critic / "fake score", "real score")
+  "causal"           block-causal: a token of chunk i sees chunks <= i (ODE init, diffusion forcing)
+  "teacher_forcing"  the [clean | noisy] layout: noisy chunk i sees clean chunks < i and itself
+  streaming          forward_chunk() + a KV cache of earlier chunks (Self Forcing rollout, inference)
+It predicts x0 (the clean video) directly; see DESIGN.md section 2 for why not the flow v.
+
+Shape key (every comment below uses it)
+    B  batch            F  frames              C  channels (3)         H, W  height, width
+    p  patch size       N  tokens per frame = (H/p)(W/p)               L  tokens in a clip = F*N
+    D  model width      nh heads               hs head size = D/nh     K  chunk (frames per block)
+    Lt text tokens (words)                     S  sampling steps
+"""
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+
+# ---------------------------------------------------------------------------------------------
+#                                            Config
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ModelConfig:
+    vocab_size: int              # words in the toy vocabulary (toydata.VOCAB); id 0 is <pad>
+    resolution: int = 32         # H = W
+    patch: int = 8               # p: one token per p x p patch; 3*8*8 = 192 pixel values per token
+    channels: int = 3            # C
+    chunk: int = 3               # K: frames denoised together; 1 = frame-wise autoregression
+    width: int = 128             # D
+    depth: int = 4               # DiT blocks
+    heads: int = 4               # nh
+    text_depth: int = 2          # transformer layers of the word-level text encoder
+    max_text_len: int = 12       # Lt: prompts are padded to this many words
+    mlp_ratio: float = 4.0       # MLP hidden width = mlp_ratio * D
+    rope_theta: float = 10000.0  # RoPE base period, shared by the time/row/column axes
+    freq_dim: int = 256          # sinusoidal timestep features fed to the timestep MLP
+
+    def __post_init__(self):
+        if self.patch < 1 or self.resolution % self.patch != 0:
+            raise ValueError(f"resolution {self.resolution} is not divisible by patch {self.patch}: a frame "
+                             f"must split into whole p x p patches (e.g. resolution 32 with patch 8 or 4)")
+        if self.width % self.heads != 0:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        hs = self.width // self.heads
+        if hs % 2 or hs < 6:
+            raise ValueError(f"head size width/heads = {hs} must be even and >= 6 so that it splits into "
+                             f"three even RoPE parts (time, row, column)")
+        if self.vocab_size < 2 or self.chunk < 1 or self.max_text_len < 1:
+            raise ValueError(f"need vocab_size >= 2, chunk >= 1, max_text_len >= 1; got {self}")
+
+    @property
+    def grid(self) -> int:               # patches along one side, H/p
+        return self.resolution // self.patch
+
+    @property
+    def tokens_per_frame(self) -> int:   # N
+        return self.grid ** 2
+
+    @property
+    def rope_dims(self) -> tuple:        # channels of hs rotated by (time, row, column); all even
+        hs = self.width // self.heads
+        a = 2 * (hs // 6)
+        return hs - 2 * a, a, a
+
+
+# ---------------------------------------------------------------------------------------------
+#            Where a token may look (attention masks) and where it sits (3-D RoPE)
+# ---------------------------------------------------------------------------------------------
+
+def frame_visibility(num_frames, chunk, window=None, sink=0):
+    """(F, F) bool: may query frame q see key frame k under block-causal attention?
+    A query in the chunk starting at frame s sees its own chunk (bidirectionally) and the past
+    frames k < s; with a rolling window only the sink frames [0, sink) and the last `window`
+    frames [s - window, s) of that past -- exactly the frames a rolling KV cache still holds."""
+    q = torch.arange(num_frames)[:, None]
+    k = torch.arange(num_frames)[None, :]
+    sink = sink or 0                                                   # None means no sink frames
+    start = (q // chunk) * chunk                                       # first frame of q's chunk
+    past = k < start
+    if window is not None:
+        past = past & ((k < sink) | (k >= start - window))
+    return past | ((k // chunk) == (q // chunk))
+
+
+def make_attention_mask(num_frames, tokens_per_frame, chunk, mode, window=None, sink=0):
+    """Token-level mask, (L, L) bool, or (2L, 2L) for "teacher_forcing" ([clean | noisy])."""
+    if mode == "bidirectional":
+        if window is not None:
+            raise ValueError("a rolling window only makes sense for causal modes, not 'bidirectional'")
+        frames = torch.ones(num_frames, num_frames, dtype=torch.bool)
+    elif mode in ("causal", "teacher_forcing"):
+        if num_frames % chunk != 0:
+            raise ValueError(f"{num_frames} frames do not split into chunks of {chunk} frames "
+                             f"(mode {mode!r} needs the frame count to be a multiple of the chunk)")
+        frames = frame_visibility(num_frames, chunk, window, sink)
+        if mode == "teacher_forcing":
+            same = frame_visibility(num_frames, chunk, window=0, sink=0)    # own chunk only
+            clean_past = frames & ~same                                     # clean chunks < i
+            frames = torch.cat([torch.cat([frames, torch.zeros_like(frames)], 1),   # clean queries
+                                torch.cat([clean_past, same], 1)], 0)               # noisy queries
+    else:
+        raise ValueError(f"unknown mode {mode!r}; use 'bidirectional', 'causal' or 'teacher_forcing'")
+    # all N tokens of a frame share that frame's row / column of the mask
+    n = tokens_per_frame
+    return frames.repeat_interleave(n, 0).repeat_interleave(n, 1)          # (L, L)
+
+
+def rope_angles(frames, grid, dims, theta):
+    """cos, sin of shape (len(frames)*N, hs/2) for tokens ordered (frame, row, column).
+    `frames` holds ABSOLUTE frame indices, so a key keeps its true position inside a rolling
+    cache, however far past the training length the video runs."""
+    def axis(pos, d):                                                  # (n,) -> (n, d/2)
+        freqs = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+        return pos.double()[:, None] * freqs[None, :]
+    dt, dh, dw = dims
+    nf, g = len(frames), grid
+    rc = torch.arange(g)
+    at = axis(frames.cpu(), dt)[:, None, None, :].expand(nf, g, g, dt // 2)   # (F, H/p, W/p, dt/2)
+    ah = axis(rc, dh)[None, :, None, :].expand(nf, g, g, dh // 2)             # (F, H/p, W/p, dh/2)
+    aw = axis(rc, dw)[None, None, :, :].expand(nf, g, g, dw // 2)             # (F, H/p, W/p, dw/2)
+    ang = torch.cat([at, ah, aw], -1).reshape(nf * g * g, -1)                # (L, hs/2)
+    return ang.cos().float(), ang.sin().float()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate consecutive channel pairs of q or k by their position's angles: x (B, nh, L, hs),
+    cos/sin (L, hs/2). Rotating both q and k makes q.k depend only on the position DIFFERENCE."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)                      # 2 x (B, nh, L, hs/2)
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)   # (B, nh, L, hs)
+
+
+# ---------------------------------------------------------------------------------------------
+#                 Layers: helpers, text encoder, timestep embedder, DiT block
+# ---------------------------------------------------------------------------------------------
+
+def split_heads(x, n, nh):
+    """(B, L, n*D) -> n tensors of (B, nh, L, hs): the fused q/k/v projection, split per head."""
+    B, L, _ = x.shape
+    return x.view(B, L, n, nh, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def merge_heads(x):
+    """(B, nh, L, hs) -> (B, L, D)"""
+    B, nh, L, hs = x.shape
+    return x.transpose(1, 2).reshape(B, L, nh * hs)
+
+
+def modulate(x, shift, scale):
+    """adaLN with a per-FRAME condition: x (B, L, D), shift/scale (B, F, 1, D)."""
+    F = shift.shape[1]
+    return (x.unflatten(1, (F, -1)) * (1 + scale) + shift).flatten(1, 2)   # (B, F, N, D) -> (B, L, D)
+
+
+def gated(x, gate):
+    """x (B, L, D) times a per-frame gate (B, F, 1, D); gate = 0 at init makes the block an identity."""
+    return (x.unflatten(1, (gate.shape[1], -1)) * gate).flatten(1, 2)
+
+
+def mlp(cfg):
+    hidden = int(cfg.mlp_ratio * cfg.width)
+    return nn.Sequential(nn.Linear(cfg.width, hidden), nn.GELU(approximate="tanh"),
+                         nn.Linear(hidden, cfg.width))
+
+
+class TextLayer(nn.Module):
+    """Pre-norm transformer layer over the prompt's words (bidirectional, pads masked out)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.nh = cfg.heads
+        self.norm1, self.norm2 = nn.LayerNorm(cfg.width), nn.LayerNorm(cfg.width)
+        self.qkv, self.proj = nn.Linear(cfg.width, 3 * cfg.width), nn.Linear(cfg.width, cfg.width)
+        self.mlp = mlp(cfg)
+
+    def forward(self, x, mask):                                       # x (B, Lt, D), mask (B, 1, 1, Lt)
+        q, k, v = split_heads(self.qkv(self.norm1(x)), 3, self.nh)    # 3 x (B, nh, Lt, hs)
+        x = x + self.proj(merge_heads(sdpa(q, k, v, attn_mask=mask)))
+        return x + self.mlp(self.norm2(x))
+
+
+class TextEncoder(nn.Module):
+    """A tiny word-level encoder; the empty prompt (all pads) maps to a LEARNED null context,
+    the "unconditional" input of classifier-free guidance (trained by prompt dropout)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.max_text_len, cfg.width))
+        self.layers = nn.ModuleList(TextLayer(cfg) for _ in range(cfg.text_depth))
+        self.norm = nn.LayerNorm(cfg.width)
+        self.null = nn.Parameter(torch.zeros(1, cfg.max_text_len, cfg.width))
+
+    def forward(self, tokens):                                        # tokens (B, Lt) long, 0 = pad
+        Lt = tokens.shape[1]
+        real = tokens != 0                                            # (B, Lt)
+        empty = ~real.any(1)                                          # (B,)
+        # an all-pad row would attend to no key at all (NaN); let it see every slot -- its result
+        # is replaced by the null context below, which is then attended in full
+        mask = real | empty[:, None]                                  # (B, Lt)
+        x = self.tok(tokens) + self.pos[:, :Lt]                       # (B, Lt, D)
+        for layer in self.layers:
+            x = layer(x, mask[:, None, None, :])
+        ctx = torch.where(empty[:, None, None], self.null[:, :Lt], self.norm(x))   # (B, Lt, D)
+        return ctx, mask
+
+
+class TimestepEmbedder(nn.Module):
+    """t in [0, 1000], one per frame (B, F) -> sinusoidal features -> MLP -> (B, F, D)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.freq_dim = cfg.freq_dim
+        self.mlp = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.width), nn.SiLU(),
+                                 nn.Linear(cfg.width, cfg.width))
+
+    def forward(self, t):
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)   # (half,)
+        args = t.float()[..., None] * freqs                                                # (B, F, half)
+        emb = torch.cat([args.cos(), args.sin()], -1)                                     # (B, F, freq_dim)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))                                  # (B, F, D)
+
+
+class DiTBlock(nn.Module):
+    """Self-attention (3-D RoPE, mask or KV cache) -> cross-attention to the prompt -> MLP.
+    Self-attention and MLP are modulated per frame by the timestep (shift, scale, gate); the
+    gates start at 0 (adaLN-Zero), so at init the block passes its input through unchanged
+    except for cross-attention, whose output is then zeroed by the zero-initialised final layer."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        D, self.nh = cfg.width, cfg.heads
+        self.norm1 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.qkv, self.attn_proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+        self.norm_cross = nn.LayerNorm(D, eps=1e-6)
+        self.cross_q, self.cross_kv, self.cross_proj = nn.Linear(D, D), nn.Linear(D, 2 * D), nn.Linear(D, D)
+        self.norm2 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.mlp = mlp(cfg)
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))   # zero-initialised
+
+    def text_kv(self, ctx):                                           # (B, Lt, D) -> 2 x (B, nh, Lt, hs)
+        return split_heads(self.cross_kv(ctx), 2, self.nh)
+
+    def forward(self, x, c, rope, mask, text_kv, text_mask, past_kv=None):
+        """x (B, L, D), c (B, F, D). past_kv: cached (K, V) of earlier frames, each (B, nh, Lc, hs).
+        Returns the new x and this call's own (K, V) -- RoPE already applied -- for the cache."""
+        sh1, sc1, g1, sh2, sc2, g2 = self.adaLN(c)[:, :, None].chunk(6, -1)   # 6 x (B, F, 1, D)
+        # self-attention: a streamed chunk prepends the cached past to its own keys/values
+        q, k, v = split_heads(self.qkv(modulate(self.norm1(x), sh1, sc1)), 3, self.nh)  # 3 x (B, nh, L, hs)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        ks, vs = (k, v) if past_kv is None else (torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2))
+        x = x + gated(self.attn_proj(merge_heads(sdpa(q, ks, vs, attn_mask=mask))), g1)
+        # cross-attention: every token reads the prompt (pads masked out)
+        q = split_heads(self.cross_q(self.norm_cross(x)), 1, self.nh)[0]      # (B, nh, L, hs)
+        x = x + self.cross_proj(merge_heads(sdpa(q, *text_kv, attn_mask=text_mask)))
+        x = x + gated(self.mlp(modulate(self.norm2(x), sh2, sc2)), g2)
+        return x, (k, v)
+
+
+class FinalLayer(nn.Module):
+    """adaLN + linear back to pixel patches; zero-initialised so the untrained model outputs 0."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.width, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(cfg.width, cfg.channels * cfg.patch ** 2)
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(cfg.width, 2 * cfg.width))
+
+    def forward(self, x, c):                                          # (B, L, D) -> (B, L, C*p*p)
+        shift, scale = self.adaLN(c)[:, :, None].chunk(2, -1)         # 2 x (B, F, 1, D)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+# ---------------------------------------------------------------------------------------------
+#                 The model: one network, four attention patterns, a KV cache
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class KVCache:
+    """Everything a streamed chunk needs from the past. Frame keys/values are DETACHED (filled by
+    append_to_cache under no_grad) and never written in place; a new chunk's own K/V are computed
+    fresh and concatenated, so gradient can flow through the current chunk but never into the cache.
+    text_kv follows the grad mode new_cache() ran under (no in-place writes there either)."""
+    k: list                      # per layer (B, nh, Lc, hs), RoPE applied at the absolute frame index
+    v: list                      # per layer (B, nh, Lc, hs)
+    text_kv: list                # per layer (K, V) of the prompt, each (B, nh, Lt, hs), computed once
+    text_mask: torch.Tensor      # (B, 1, 1, Lt) True = real word
+    window: int = None           # keep at most this many most recent frames (None = keep all) ...
+    sink: int = 0                # ... plus the first `sink` frames of the video, forever
+    frames: list = field(default_factory=list)   # absolute index of every cached frame, in order
+    next_frame: int = 0          # the frame the next chunk must start at
+
+
+class CausalDiT(nn.Module):
+    """Text-conditioned video DiT predicting x0. forward() runs a whole clip under one of three
+    masks; new_cache / forward_chunk / append_to_cache stream it chunk by chunk."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = nn.Linear(cfg.channels * cfg.patch ** 2, cfg.width)
+        self.t_embed = TimestepEmbedder(cfg)
+        self.text = TextEncoder(cfg)
+        self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
+        self.final = FinalLayer(cfg)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        # as in DiT: Xavier linears with zero bias, small normal embeddings ...
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for p in (self.text.tok.weight, self.text.pos, self.text.null,
+                  self.t_embed.mlp[0].weight, self.t_embed.mlp[2].weight):
+            nn.init.normal_(p, std=0.02)
+        # ... and adaLN-Zero: modulation and output layers start at exactly zero
+        for lin in [blk.adaLN[-1] for blk in self.blocks] + [self.final.adaLN[-1], self.final.linear]:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    # ---- pixels <-> tokens ------------------------------------------------------------------
+    def patchify(self, x):
+        B, F, C, H, W = x.shape
+        p, g = self.cfg.patch, self.cfg.grid
+        x = x.reshape(B, F, C, g, p, g, p)                           # (B, F, C, H/p, p, W/p, p)
+        x = x.permute(0, 1, 3, 5, 2, 4, 6)                           # (B, F, H/p, W/p, C, p, p)
+        return x.reshape(B, F * g * g, C * p * p)                    # (B, L, C*p*p)
+
+    def unpatchify(self, x, F):
+        B, C, p, g = x.shape[0], self.cfg.channels, self.cfg.patch, self.cfg.grid
+        x = x.reshape(B, F, g, g, C, p, p)                           # (B, F, H/p, W/p, C, p, p)
+        x = x.permute(0, 1, 4, 2, 5, 3, 6)                           # (B, F, C, H/p, p, W/p, p)
+        return x.reshape(B, F, C, g * p, g * p)                      # (B, F, C, H, W)
+
+    # ---- input checks (clear messages instead of a shape error deep inside attention) --------
+    def _check_video(self, x, name):
+        c = self.cfg
+        want = (c.channels, c.resolution, c.resolution)
+        if not torch.is_tensor(x) or x.ndim != 5 or tuple(x.shape[2:]) != want:
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"{name} must be (B, F, C, H, W) = (batch, frames, {c.channels}, "
+                             f"{c.resolution}, {c.resolution}); got {got}")
+        return x.shape[0], x.shape[1]
+
+    def _check_t(self, t, B, F, device):
+        t = torch.as_tensor(t, dtype=torch.float32, device=device)
+        if t.ndim == 1 and t.shape[0] == B:
+            t = t[:, None].expand(B, F)                              # one t per video -> per frame
+        if tuple(t.shape) != (B, F):
+            raise ValueError(f"t must be (B, F) = ({B}, {F}), one timestep in [0, 1000] per frame, "
+                             f"or (B,); got {tuple(t.shape)}")
+        return t
+
+    def encode_text(self, tokens):
+        """tokens (B, Lt) long -> ctx (B, Lt, D), ctx_mask (B, Lt) bool. All-pad row = null prompt."""
+        if not torch.is_tensor(tokens) or tokens.ndim != 2 or tokens.dtype != torch.long:
+            raise ValueError(f"tokens must be a (B, Lt) long tensor of word ids (toydata.tokenize); got "
+                             f"{tuple(tokens.shape) if torch.is_tensor(tokens) else type(tokens).__name__}")
+        if tokens.shape[1] > self.cfg.max_text_len:
+            raise ValueError(f"prompts have {tokens.shape[1]} tokens > max_text_len {self.cfg.max_text_len}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.cfg.vocab_size):
+            raise ValueError(f"token ids must lie in [0, vocab_size={self.cfg.vocab_size})")
+        return self.text(tokens)
+
+    def _text(self, tokens, ctx, B):
+        """Per-layer text K/V and key mask, from tokens or from a precomputed (ctx, ctx_mask)."""
+        ctx, mask = self.encode_text(tokens) if ctx is None else ctx
+        if B is not None and ctx.shape[0] != B:
+            raise ValueError(f"prompt batch {ctx.shape[0]} does not match video batch {B}")
+        return [blk.text_kv(ctx) for blk in self.blocks], mask[:, None, None, :]   # mask (B, 1, 1, Lt)
+
+    # ---- the trunk every mode shares ---------------------------------------------------------
+    def _run(self, x, t, frames, text, mask=None, past=None, final=True):
+        """x (B, F, C, H, W) at noise levels t (B, F); frames (F,) absolute frame indices.
+        past: per-layer cached (K, V) or None. Returns x0_hat (B, F, C, H, W) (None if not
+        final) and the per-layer (K, V) of x's own tokens."""
+        F = x.shape[1]
+        h = self.patch_embed(self.patchify(x))                       # (B, L, D)
+        c = self.t_embed(t)                                          # (B, F, D)
+        cos, sin = rope_angles(frames, self.cfg.grid, self.cfg.rope_dims, self.cfg.rope_theta)
+        rope = (cos.to(h.device, h.dtype), sin.to(h.device, h.dtype))   # 2 x (L, hs/2)
+        text_kv, text_mask = text
+        kvs = []
+        for i, blk in enumerate(self.blocks):
+            h, kv = blk(h, c, rope, mask, text_kv[i], text_mask, None if past is None else past[i])
+            kvs.append(kv)
+        return (self.unpatchify(self.final(h, c), F) if final else None), kvs
+
+    def forward(self, x, t, tokens=None, mode="bidirectional", clean=None, window=None, sink=0,
+                frame_offset=0, ctx=None):
+        """x (B, F, C, H, W) noisy video, t (B, F) = 1000*sigma per frame -> x0_hat (B, F, C, H, W).
+        mode "teacher_forcing": clean (B, F, C, H, W) is the clean context, run at t = 0 in front
+        of x with the same RoPE positions; only x's predictions are returned.
+        window/sink: rolling-window mask for the causal modes (frame counts; sink = the first
+        frames of x). ctx: optional precomputed encode_text(tokens) -> (ctx, ctx_mask)."""
+        B, F = self._check_video(x, "x")
+        t = self._check_t(t, B, F, x.device)
+        text = self._text(tokens, ctx, B)
+        frames = torch.arange(F) + frame_offset
+        if mode == "teacher_forcing":
+            if clean is None or clean.shape != x.shape:
+                raise ValueError(f"mode 'teacher_forcing' needs clean= of x's shape {tuple(x.shape)}")
+            x = torch.cat([clean, x], 1)                             # (B, 2F, C, H, W): [clean | noisy]
+            t = torch.cat([torch.zeros_like(t), t], 1)               # (B, 2F): clean context at t = 0
+            frames = frames.repeat(2)                                # (2F,): both halves share positions
+        elif clean is not None:
+            raise ValueError("clean= is only used by mode='teacher_forcing'")
+        if mode == "bidirectional" and window is not None:
+            raise ValueError("a rolling window only makes sense for causal modes, not 'bidirectional'")
+        mask = None if mode == "bidirectional" else \
+            make_attention_mask(F, self.cfg.tokens_per_frame, self.cfg.chunk, mode, window, sink).to(x.device)
+        out, _ = self._run(x, t, frames, text, mask)
+        return out[:, -F:]                                           # (B, F, C, H, W)
+
+    # ---- streaming with a KV cache (the Self Forcing rollout and inference) -------------------
+    def new_cache(self, tokens=None, window=None, sink=0, ctx=None):
+        """An empty cache for one batch of prompts; the prompt's cross-attention K/V are computed
+        here once. window/sink: keep the last `window` frames plus the first `sink` frames."""
+        sink = sink or 0                                             # None means no sink frames
+        if (window is not None and window < 0) or sink < 0:
+            raise ValueError(f"window and sink must be >= 0; got window={window}, sink={sink}")
+        text_kv, text_mask = self._text(tokens, ctx, None)
+        B, nh, D = text_mask.shape[0], self.cfg.heads, self.cfg.width
+        empty = text_kv[0][0].new_zeros(B, nh, 0, D // nh)           # (B, nh, 0, hs): no past yet
+        return KVCache([empty] * self.cfg.depth, [empty] * self.cfg.depth, text_kv, text_mask, window, sink)
+
+    def _check_cache(self, cache, B, frame_start):
+        if not isinstance(cache, KVCache):
+            raise ValueError("cache must come from model.new_cache(tokens)")
+        if cache.text_mask.shape[0] != B:
+            raise ValueError(f"cache was made for batch {cache.text_mask.shape[0]}, chunk has batch {B}")
+        if frame_start != cache.next_frame:
+            raise ValueError(f"frame_start={frame_start} but the cache ends at frame {cache.next_frame}: "
+                             f"stream chunks in order and call append_to_cache after each one")
+
+    def forward_chunk(self, x_chunk, t_chunk, cache, frame_start):
+        """x_chunk (B, K, C, H, W) at t_chunk (B, K) -> x0_hat (B, K, C, H, W). The chunk's queries
+        attend to [cached K/V | its own fresh K/V] (bidirectional inside the chunk). The cache is
+        not modified; gradient may flow through x_chunk and the parameters."""
+        B, K = self._check_video(x_chunk, "x_chunk")
+        t_chunk = self._check_t(t_chunk, B, K, x_chunk.device)
+        self._check_cache(cache, B, frame_start)
+        out, _ = self._run(x_chunk, t_chunk, torch.arange(K) + frame_start,
+                           (cache.text_kv, cache.text_mask), past=list(zip(cache.k, cache.v)))
+        return out
+
+    @torch.no_grad()
+    def append_to_cache(self, x_clean, cache, frame_start, t=None):
+        """Re-run the model on a finished chunk at t = 0 (or at t, e.g. noisy context) WITHOUT
+        gradient and append its per-layer K/V; then evict all but the sink frames and the last
+        `window` frames. This is the paper's clean-context re-fill."""
+        B, K = self._check_video(x_clean, "x_clean")
+        t = self._check_t(torch.zeros(B, K) if t is None else t, B, K, x_clean.device)
+        self._check_cache(cache, B, frame_start)
+        _, kvs = self._run(x_clean, t, torch.arange(K) + frame_start, (cache.text_kv, cache.text_mask),
+                           past=list(zip(cache.k, cache.v)), final=False)
+        frames = cache.frames + list(range(frame_start, frame_start + K))
+        end = frame_start + K                                        # the next chunk starts here
+        keep = [i for i, f in enumerate(frames)
+                if cache.window is None or f < cache.sink or f >= end - cache.window]
+        N = self.cfg.tokens_per_frame
+        idx = torch.tensor([i * N + j for i in keep for j in range(N)], device=x_clean.device)  # kept tokens
+        for layer, (k, v) in enumerate(kvs):
+            k = torch.cat([cache.k[layer], k.detach()], 2)           # (B, nh, Lc + K*N, hs), a new tensor
+            v = torch.cat([cache.v[layer], v.detach()], 2)
+            cache.k[layer], cache.v[layer] = k.index_select(2, idx), v.index_select(2, idx)
+        cache.frames, cache.next_frame = [frames[i] for i in keep], end
+
+
+# ---------------------------------------------------------------------------------------------
+#                     Rectified-flow helpers (x_t = (1 - sigma) x0 + sigma eps, t = 1000 sigma)
+# ---------------------------------------------------------------------------------------------
+
+def shift_sigma(sigma, s):
+    """Timestep shift sigma' = s sigma / (1 + (s - 1) sigma): more steps / samples at high noise."""
+    return s * sigma / (1 + (s - 1) * sigma)
+
+
+def _bcast(sigma, x):
+    """sigma scalar, (B,) or (B, F) -> broadcastable against x (B, F, C, H, W)."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    assert sigma.ndim <= 2 and tuple(sigma.shape) == tuple(x.shape[:sigma.ndim]), \
+        f"sigma {tuple(sigma.shape)} must be a scalar, (B,) or (B, F) for x {tuple(x.shape)}"
+    return sigma.reshape(sigma.shape + (1,) * (x.ndim - sigma.ndim))
+
+
+def add_noise(x0, eps, sigma):
+    s = _bcast(sigma, x0)
+    return (1 - s) * x0 + s * eps
+
+
+def x0_to_v(x0, x_t, sigma, min_sigma=0.05):
+    """flow v = eps - x0 = (x_t - x0) / sigma; sigma clamped so the division stays tame near 0."""
+    return (x_t - x0) / _bcast(sigma, x_t).clamp(min=min_sigma)
+
+
+def v_to_x0(v, x_t, sigma):
+    return x_t - _bcast(sigma, x_t) * v
+
+
+def student_sigmas(num_steps=4, shift=5.0):
+    """The few-step student's sigmas: uniform [1, .75, .5, .25] warped by the shift (s=5: t = 1000,
+    937.5, 833.3, 625)."""
+    return [shift_sigma(1.0 - i / num_steps, shift) for i in range(num_steps)]
+
+
+def euler_sigmas(num_steps, shift):
+    """num_steps + 1 sigmas from 1 to 0 on a shifted uniform grid. When num_steps is a multiple of
+    4 (the student's step count), the student's sigmas sit exactly at grid indices 0, n/4, n/2, 3n/4."""
+    return [shift_sigma(1.0 - i / num_steps, shift) for i in range(num_steps + 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+#                                          Samplers
+# ---------------------------------------------------------------------------------------------
+
+def cfg_context(model, tokens, guidance):
+    """Encode the prompts once; with guidance != 1 rows are [prompts; empty prompts] (2B)."""
+    if guidance == 1:
+        return model.encode_text(tokens)
+    return model.encode_text(torch.cat([tokens, torch.zeros_like(tokens)]))
+
+
+def cfg_x0(model, x, t, ctx, guidance, **kw):
+    """Classifier-free guidance on x0: uncond + g (cond - uncond), cond and uncond in ONE batch.
+    ctx = cfg_context(model, tokens, guidance). (The official Self Forcing code writes
+    cond + g' (cond - uncond); that is g = g' + 1 here.)"""
+    if guidance == 1:
+        return model(x, t, ctx=ctx, **kw)
+    x0 = model(torch.cat([x, x]), torch.cat([t, t]), ctx=ctx, **kw)   # (2B, F, C, H, W)
+    cond, uncond = x0.chunk(2)                                        # 2 x (B, F, C, H, W)
+    return uncond + guidance * (cond - uncond)
+
+
+@torch.no_grad()
+def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0, mode="bidirectional",
+                 return_trajectory=False, sigmas=None):
+    """Many-step sampler of the teacher (and of the TF/DF baselines with mode="causal"): Euler on the
+    rectified-flow ODE from sigma = 1 to 0, on euler_sigmas(num_steps, shift) or an explicit grid.
+    return_trajectory=True: return instead the states x at every grid point, a tensor
+    (len(sigmas), B, F, C, H, W) whose [0] is the noise and [-1] the video."""
+    if sigmas is None:
+        sigmas = euler_sigmas(num_steps, shift)
+    sigmas = [float(s) for s in sigmas]
+    assert len(sigmas) >= 2 and sigmas[-1] == 0 and all(a > b for a, b in zip(sigmas, sigmas[1:])), \
+        f"sigmas must decrease strictly and end at 0; got {sigmas}"
+    ctx = cfg_context(model, tokens, guidance)
+    x, traj = noise, [noise]
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        t = torch.full(x.shape[:2], 1000 * s, device=x.device)      # (B, F)
+        x0 = cfg_x0(model, x, t, ctx, guidance, mode=mode)
+        x = x + (s_next - s) * x0_to_v(x0, x, s)                    # Euler step, dx/dsigma = v
+        traj.append(x)
+    return torch.stack(traj) if return_trajectory else x
+
+
+@torch.no_grad()
+def stream_sample(model, tokens, num_frames, sigmas, generator=None, noise=None, kv_cache=True,
+                  window=None, sink=0, progress=None, ctx=None):
+    """Few-step autoregressive inference, the paper's sampler (and the Self Forcing rollout without
+    the gradient bookkeeping):
+        for each chunk i (frames start .. start+K):
+            x = eps_0                                        fresh noise
+            for j, sigma_j in enumerate(sigmas):
+                x0 = G(x, sigma_j | cache)                   forward_chunk
+                if j is not the last step:
+                    x = (1 - sigma_j+1) x0 + sigma_j+1 eps_j+1   RE-NOISE with fresh noise (not Euler)
+            chunk i = x0;  cache += K/V of G(x0, t = 0)      append_to_cache, no gradient
+    kv_cache=False recomputes the block-causal sequence [generated frames at t = 0 | current chunk]
+    at every step instead: the same video for the same noise, more compute.
+    noise: (S, B, F, C, H, W), noise[j] = eps_j for every chunk; drawn here from `generator` in one
+    go if not given, so both paths consume identical noise. window/sink: rolling cache (see
+    KVCache), any num_frames. progress(chunk_index, x0_chunk) is called after each chunk (tqdm)."""
+    cfg, K, S = model.cfg, model.cfg.chunk, len(sigmas)
+    B = tokens.shape[0] if ctx is None else ctx[0].shape[0]
+    if num_frames < 1 or num_frames % K != 0:
+        raise ValueError(f"num_frames={num_frames} must be a positive multiple of the chunk size {K}")
+    assert S >= 1 and all(0 < s <= 1 for s in sigmas), f"sigmas must lie in (0, 1]; got {sigmas}"
+    dev = next(model.parameters()).device
+    shape = (S, B, num_frames, cfg.channels, cfg.resolution, cfg.resolution)
+    if noise is None:
+        noise = torch.randn(shape, generator=generator,
+                            device=generator.device if generator is not None else dev).to(dev)
+    assert tuple(noise.shape) == shape, f"noise must be (S, B, F, C, H, W) = {shape}; got {list(noise.shape)}"
+    ctx = model.encode_text(tokens) if ctx is None else ctx
+    cache = model.new_cache(window=window, sink=sink, ctx=ctx) if kv_cache else None
+    chunks = []
+    for ci, start in enumerate(range(0, num_frames, K)):
+        x = noise[0, :, start:start + K]                             # (B, K, C, H, W)
+        for j, s in enumerate(sigmas):
+            t = torch.full((B, K), 1000 * s, device=dev)
+            if kv_cache:
+                x0 = model.forward_chunk(x, t, cache, start)
+            else:
+                seq = torch.cat(chunks + [x], 1)                     # (B, start + K, C, H, W)
+                tt = torch.cat([torch.zeros(B, start, device=dev), t], 1)   # context at t = 0
+                x0 = model(seq, tt, mode="causal", window=window, sink=sink, ctx=ctx)[:, start:]
+            if j + 1 < S:
+                x = add_noise(x0, noise[j + 1, :, start:start + K], sigmas[j + 1])
+        chunks.append(x0)
+        if kv_cache:
+            model.append_to_cache(x0, cache, start)
+        if progress is not None:
+            progress(ci, x0)
+    return torch.cat(chunks, 1)                                      # (B, F, C, H, W)

@@ -1,0 +1,333 @@
+"""Tests for model.py: the identities the Self Forcing model must satisfy (CPU, float32, fast).
+
+Most checks need a NON-trivial model: adaLN-Zero makes the untrained model output exactly 0, so
+`make_model` first fills every zero-initialised parameter with small random values."""
+import copy
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import model as M  # noqa: E402
+
+TOL = 1e-5
+VOCAB = 20
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is as fast, and immune to slow-downs when other jobs share the CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_model(chunk=3, randomize=True, **kw):
+    torch.manual_seed(0)
+    cfg = M.ModelConfig(vocab_size=VOCAB, resolution=16, patch=4, chunk=chunk, width=64, depth=2,
+                        heads=4, text_depth=1, max_text_len=6, **kw)
+    model = M.CausalDiT(cfg).eval()
+    if randomize:
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                if (p == 0).all():                       # adaLN-Zero layers, final layer, biases
+                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def inputs(model, B=2, F=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = model.cfg
+    x = torch.randn(B, F, c.channels, c.resolution, c.resolution, generator=g)
+    t = 1000 * torch.rand(B, F, generator=g)
+    tokens = torch.randint(1, VOCAB, (B, c.max_text_len), generator=g)
+    tokens[:, 4:] = 0                                    # padded prompts
+    return x, t, tokens
+
+
+def maxdiff(a, b):
+    return (a - b).abs().max().item()
+
+
+# --- 1. adaLN-Zero ---------------------------------------------------------------------------
+
+def test_zero_output_at_init():
+    model = make_model(randomize=False)
+    x, t, tok = inputs(model)
+    for mode in ["bidirectional", "causal"]:
+        assert torch.equal(model(x, t, tok, mode=mode), torch.zeros_like(x))
+    assert torch.equal(model(x, t, tok, mode="teacher_forcing", clean=x), torch.zeros_like(x))
+    cache = model.new_cache(tok)
+    assert torch.equal(model.forward_chunk(x[:, :3], t[:, :3], cache, 0), torch.zeros_like(x[:, :3]))
+
+
+def test_randomized_model_is_not_trivial():
+    model = make_model()
+    x, t, tok = inputs(model)
+    out = model(x, t, tok)
+    assert out.abs().mean() > 1e-2 and torch.isfinite(out).all()
+
+
+# --- 2. causality ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunk", [3, 1])
+def test_causal_mask_blocks_the_future(chunk):
+    model = make_model(chunk)
+    x, t, tok = inputs(model, F=6)
+    with torch.no_grad():
+        base = model(x, t, tok, mode="causal")
+        for k in [0, 2, 4]:
+            x2 = x.clone()
+            x2[:, k] += torch.randn_like(x2[:, k])
+            out = model(x2, t, tok, mode="causal")
+            start = (k // chunk) * chunk                     # first frame of k's chunk
+            if start > 0:
+                assert maxdiff(out[:, :start], base[:, :start]) <= 1e-6, f"frame {k} leaked into the past"
+            per_frame = (out - base).abs().flatten(2).amax(-1)   # (B, F)
+            assert (per_frame[:, start:] > 1e-4).all(), f"frame {k} did not influence chunks >= its own"
+        # the bidirectional teacher does see the future
+        x2 = x.clone()
+        x2[:, -1] += 1
+        assert maxdiff(model(x2, t, tok)[:, 0], model(x, t, tok)[:, 0]) > 1e-4
+
+
+def test_attention_mask_pictures():
+    c = M.make_attention_mask(4, 1, 2, "causal").int()              # 4 frames, 1 token each, chunk 2
+    tf = M.make_attention_mask(4, 1, 2, "teacher_forcing").int()
+    assert c.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]]
+    #                  clean keys | noisy keys
+    assert tf.tolist() == [[1, 1, 0, 0, 0, 0, 0, 0],
+                           [1, 1, 0, 0, 0, 0, 0, 0],
+                           [1, 1, 1, 1, 0, 0, 0, 0],
+                           [1, 1, 1, 1, 0, 0, 0, 0],
+                           [0, 0, 0, 0, 1, 1, 0, 0],     # noisy chunk 0: itself only
+                           [0, 0, 0, 0, 1, 1, 0, 0],
+                           [1, 1, 0, 0, 0, 0, 1, 1],     # noisy chunk 1: clean chunk 0 + itself
+                           [1, 1, 0, 0, 0, 0, 1, 1]]
+    # rolling window 2 + sink 1, chunk 1: frame 5 sees frame 0 (sink), 3, 4 (window) and itself
+    w = M.make_attention_mask(6, 1, 1, "causal", window=2, sink=1)
+    assert w[5].nonzero().flatten().tolist() == [0, 3, 4, 5]
+    assert M.make_attention_mask(3, 4, 1, "bidirectional").shape == (12, 12)
+
+
+def test_rope_is_relative_in_time():
+    """Bidirectional attention sees only relative positions: shifting every frame index changes
+    nothing (up to float error) -- a check that q and k are rotated consistently."""
+    model = make_model()
+    x, t, tok = inputs(model)
+    with torch.no_grad():
+        assert maxdiff(model(x, t, tok, frame_offset=7), model(x, t, tok)) < 1e-4
+
+
+# --- 3. KV cache == full block-causal sequence -------------------------------------------------
+
+def stream_with_clean_context(model, noisy, t, clean, tok, window=None, sink=0):
+    """Denoise each chunk of `noisy` from the cache, then re-fill the cache with the CLEAN chunk."""
+    K = model.cfg.chunk
+    cache = model.new_cache(tok, window=window, sink=sink)
+    outs = []
+    for s in range(0, noisy.shape[1], K):
+        outs.append(model.forward_chunk(noisy[:, s:s + K], t[:, s:s + K], cache, s))
+        model.append_to_cache(clean[:, s:s + K], cache, s)
+        if window is not None:
+            assert len(cache.frames) <= sink + window
+            assert cache.k[0].shape[2] == len(cache.frames) * model.cfg.tokens_per_frame
+    return torch.cat(outs, 1), cache
+
+
+def full_sequence_reference(model, noisy, t, clean, tok, window=None, sink=0):
+    """Chunk by chunk: one full causal forward over [clean frames so far at t = 0 | noisy chunk]."""
+    K, outs = model.cfg.chunk, []
+    for s in range(0, noisy.shape[1], K):
+        seq = torch.cat([clean[:, :s], noisy[:, s:s + K]], 1)
+        tt = torch.cat([torch.zeros_like(t[:, :s]), t[:, s:s + K]], 1)
+        outs.append(model(seq, tt, tok, mode="causal", window=window, sink=sink)[:, s:])
+    return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize("chunk", [3, 1])
+def test_kv_cache_equals_full_sequence(chunk):
+    model = make_model(chunk)
+    noisy, t, tok = inputs(model, F=6)
+    clean = inputs(model, F=6, seed=1)[0]
+    with torch.no_grad():
+        streamed, cache = stream_with_clean_context(model, noisy, t, clean, tok)
+        assert maxdiff(streamed, full_sequence_reference(model, noisy, t, clean, tok)) <= TOL
+        tf = model(noisy, t, tok, mode="teacher_forcing", clean=clean)
+        assert maxdiff(streamed, tf) <= TOL
+    assert cache.frames == list(range(6)) and cache.next_frame == 6
+
+
+@pytest.mark.parametrize("chunk,window,sink", [(3, 6, 3), (1, 5, 2)])
+def test_rolling_cache_four_times_training_length(chunk, window, sink):
+    model = make_model(chunk)
+    F = 48 if chunk == 3 else 24                         # training length 12 (resp. 6 frame-wise)
+    noisy, t, tok = inputs(model, B=1, F=F)
+    clean = inputs(model, B=1, F=F, seed=1)[0]
+    with torch.no_grad():
+        streamed, cache = stream_with_clean_context(model, noisy, t, clean, tok, window, sink)
+        ref = full_sequence_reference(model, noisy, t, clean, tok, window, sink)
+        assert maxdiff(streamed, ref) <= TOL
+        tf = model(noisy, t, tok, mode="teacher_forcing", clean=clean, window=window, sink=sink)
+        assert maxdiff(streamed, tf) <= TOL
+        # the window really matters: the unwindowed model gives something else
+        assert maxdiff(streamed, full_sequence_reference(model, noisy, t, clean, tok)) > 1e-4
+    assert cache.frames == list(range(sink)) + list(range(F - window, F))
+
+
+# --- 5. no gradient reaches the cache ----------------------------------------------------------
+
+def test_cache_is_detached_and_gradient_matches_detached_reference():
+    model = make_model(3)
+    noisy, t, tok = inputs(model, F=6)
+    x1 = noisy[:, :3].clone().requires_grad_(True)
+    x2 = noisy[:, 3:].clone().requires_grad_(True)
+
+    # streamed: chunk 1 with grad, clean re-fill of its output, chunk 2 attends to it
+    with torch.no_grad():
+        cache = model.new_cache(tok)
+    out1 = model.forward_chunk(x1, t[:, :3], cache, 0)
+    assert out1.requires_grad
+    model.append_to_cache(out1, cache, 0)
+    assert not any(z.requires_grad for z in cache.k + cache.v + [c for kv in cache.text_kv for c in kv])
+    out2 = model.forward_chunk(x2, t[:, 3:], cache, 3)
+    loss = out1.square().sum() + (out2 * out1.detach()).sum()
+    params = [p for p in model.parameters()]
+    g_stream = torch.autograd.grad(loss, [x1, x2] + params, allow_unused=True)   # text encoder unused
+
+    # reference: chunk 2's context built by a frozen copy from the explicitly detached output
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    ref_cache = frozen.new_cache(tok)
+    out1_ref = model.forward_chunk(x1, t[:, :3], ref_cache, 0)
+    frozen.append_to_cache(out1_ref.detach(), ref_cache, 0)
+    out2_ref = model.forward_chunk(x2, t[:, 3:], ref_cache, 3)
+    loss_ref = out1_ref.square().sum() + (out2_ref * out1_ref.detach()).sum()
+    g_ref = torch.autograd.grad(loss_ref, [x1, x2] + params, allow_unused=True, retain_graph=True)
+    for a, b in zip(g_stream, g_ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert maxdiff(a, b) <= 1e-4 * max(1.0, b.abs().max().item())
+
+    # input gradients also match the full causal sequence with a detached clean context
+    seq = torch.cat([out1_ref.detach(), x2], 1)
+    tt = torch.cat([torch.zeros_like(t[:, :3]), t[:, 3:]], 1)
+    out2_full = model(seq, tt, tok, mode="causal")[:, 3:]
+    g_full = torch.autograd.grad((out2_full * out1_ref.detach()).sum(), x2)[0]
+    assert maxdiff(g_full, g_stream[1]) <= 1e-4 * max(1.0, g_full.abs().max().item())
+
+    # and the check has teeth: WITHOUT the detach, chunk 1's input receives a different gradient
+    leaky = model(torch.cat([out1_ref, x2], 1), tt, tok, mode="causal")[:, 3:]
+    g_leak = torch.autograd.grad(out1_ref.square().sum() + (leaky * out1_ref.detach()).sum(), x1)[0]
+    assert maxdiff(g_leak, g_stream[0]) > 1e-4
+
+
+def test_forward_chunk_does_not_modify_cache():
+    model = make_model(3)
+    x, t, tok = inputs(model, F=6)
+    with torch.no_grad():
+        cache = model.new_cache(tok)
+        model.append_to_cache(x[:, :3], cache, 0)
+        before = [k.clone() for k in cache.k]
+        model.forward_chunk(x[:, 3:], t[:, 3:], cache, 3)
+    assert all(torch.equal(a, b) for a, b in zip(before, cache.k)) and cache.next_frame == 3
+
+
+# --- 6. samplers and sigmas ------------------------------------------------------------------
+
+def test_student_sigmas_and_grid():
+    assert [1000 * s for s in M.student_sigmas(4, 5.0)] == pytest.approx([1000, 937.5, 833.3333, 625])
+    grid = M.euler_sigmas(16, 5.0)
+    assert grid[0] == 1 and grid[-1] == 0 and len(grid) == 17
+    assert [grid[i] for i in (0, 4, 8, 12)] == pytest.approx(M.student_sigmas(4, 5.0))
+    x0, eps = torch.randn(2, 3, 3, 4, 4), torch.randn(2, 3, 3, 4, 4)
+    sigma = torch.rand(2, 3) * 0.9 + 0.1
+    xt = M.add_noise(x0, eps, sigma)
+    v = M.x0_to_v(x0, xt, sigma)
+    assert maxdiff(v, eps - x0) < 1e-4 and maxdiff(M.v_to_x0(v, xt, sigma), x0) < 1e-5
+    assert maxdiff(M.add_noise(x0, eps, torch.full((2,), 0.5)), 0.5 * (x0 + eps)) < 1e-6
+
+
+@pytest.mark.parametrize("chunk,window,sink,frames", [(3, None, 0, 9), (1, 3, 1, 8)])
+def test_stream_sample_cache_and_recompute_agree(chunk, window, sink, frames):
+    model = make_model(chunk)
+    _, _, tok = inputs(model)
+    sig = M.student_sigmas(4, 5.0)
+    seen = []
+    a = M.stream_sample(model, tok, frames, sig, generator=torch.Generator().manual_seed(3),
+                        window=window, sink=sink, progress=lambda i, x: seen.append(i))
+    b = M.stream_sample(model, tok, frames, sig, generator=torch.Generator().manual_seed(3),
+                        kv_cache=False, window=window, sink=sink)
+    assert a.shape == (2, frames, 3, 16, 16) and maxdiff(a, b) <= TOL
+    assert seen == list(range(frames // chunk))
+
+
+def test_euler_sample_shapes_and_cfg():
+    model = make_model()
+    _, _, tok = inputs(model)
+    noise = torch.randn(2, 6, 3, 16, 16)
+    out = M.euler_sample(model, tok, noise, 4, 3.0, guidance=3.0)
+    traj = M.euler_sample(model, tok, noise, 4, 3.0, guidance=3.0, return_trajectory=True)
+    assert out.shape == noise.shape and traj.shape == (5, 2, 6, 3, 16, 16)
+    assert torch.equal(traj[0], noise) and torch.equal(traj[-1], out)
+    out1 = M.euler_sample(model, tok, noise, sigmas=M.euler_sigmas(4, 3.0))
+    assert torch.isfinite(out1).all() and maxdiff(out1, out) > 1e-4      # guidance changes the result
+    assert M.euler_sample(model, tok, noise, 2, 3.0, mode="causal").shape == noise.shape
+    # batched CFG equals running cond and uncond separately
+    t = torch.full((2, 6), 500.0)
+    ctx = M.cfg_context(model, tok, 3.0)
+    with torch.no_grad():
+        cond, unc = model(noise, t, tok), model(noise, t, torch.zeros_like(tok))
+        assert maxdiff(M.cfg_x0(model, noise, t, ctx, 3.0), unc + 3 * (cond - unc)) <= TOL
+
+
+# --- 7. bad input ----------------------------------------------------------------------------
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="not divisible by patch"):
+        M.ModelConfig(vocab_size=VOCAB, resolution=30, patch=8)
+    with pytest.raises(ValueError, match="RoPE"):
+        M.ModelConfig(vocab_size=VOCAB, width=20, heads=5)
+    model = make_model(3)
+    x, t, tok = inputs(model, F=6)
+    with pytest.raises(ValueError, match="multiple of the chunk"):
+        model(x[:, :5], t[:, :5], tok, mode="causal")
+    with pytest.raises(ValueError, match=r"\(B, F, C, H, W\)"):
+        model(x[:, :, :, :8], t, tok)
+    with pytest.raises(ValueError, match="one timestep"):
+        model(x, t[:, :4], tok)
+    with pytest.raises(ValueError, match="batch"):
+        model(x, t, tok[:1])
+    with pytest.raises(ValueError, match="token ids"):
+        model(x, t, tok + VOCAB)
+    with pytest.raises(ValueError, match="unknown mode"):
+        model(x, t, tok, mode="sideways")
+    with pytest.raises(ValueError, match="clean="):
+        model(x, t, tok, mode="teacher_forcing")
+    cache = model.new_cache(tok)
+    with pytest.raises(ValueError, match="stream chunks in order"):
+        model.forward_chunk(x[:, :3], t[:, :3], cache, 3)
+    with pytest.raises(ValueError, match="multiple of the chunk"):
+        M.stream_sample(model, tok, 7, [1.0])
+
+
+# --- 8. text and the null prompt -------------------------------------------------------------
+
+def test_empty_prompt_uses_learned_null_context():
+    model = make_model()
+    x, t, tok = inputs(model)
+    tok = tok.clone()
+    tok[1] = 0                                           # row 1 is the empty prompt
+    ctx, mask = model.encode_text(tok)
+    assert torch.equal(ctx[1], model.text.null[0]) and mask[1].all()
+    assert not torch.allclose(ctx[0], ctx[1]) and mask[0].tolist() == (tok[0] != 0).tolist()
+    out = model(x, t, tok)
+    assert torch.isfinite(out).all()
+    out[1].square().sum().backward()
+    assert model.text.null.grad is not None and model.text.null.grad.abs().sum() > 0
+    # precomputed ctx gives the same answer as tokens
+    with torch.no_grad():
+        assert torch.equal(model(x, t, ctx=(ctx, mask)), model(x, t, tok))
