@@ -292,6 +292,7 @@ class KVCache:
     v: list                      # per layer (B, nh, Lc, hs)
     text_kv: list                # per layer (K, V) of the prompt, each (B, nh, Lt, hs), computed once
     text_mask: torch.Tensor      # (B, 1, 1, Lt) True = real word
+    text_pooled: torch.Tensor    # (B, D) the prompt as one vector, added to every frame's adaLN condition
     window: int = None           # keep at most this many most recent frames (None = keep all) ...
     sink: int = 0                # ... plus the first `sink` frames of the video, forever
     frames: list = field(default_factory=list)   # absolute index of every cached frame, in order
@@ -306,6 +307,13 @@ class CausalDiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.patch_embed = nn.Linear(cfg.channels * cfg.patch ** 2, cfg.width)
+        # where a patch sits in the frame (row, column), added to its token. RoPE only tells attention how
+        # far apart two tokens are; an orbit around the frame centre needs to know where the centre is.
+        # Spatial only: the frame index stays relative (RoPE), so a rolling cache can run past training length.
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1, cfg.tokens_per_frame, cfg.width))   # (1, 1, N, D)
+        # the prompt pooled into one vector joins the timestep in adaLN, as the class label does in DiT:
+        # a global path for "what" (colour, shape, motion) next to cross-attention's per-token "where"
+        self.text_pool = nn.Linear(cfg.width, cfg.width)
         self.t_embed = TimestepEmbedder(cfg)
         self.text = TextEncoder(cfg)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
@@ -318,7 +326,7 @@ class CausalDiT(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-        for p in (self.text.tok.weight, self.text.pos, self.text.null,
+        for p in (self.text.tok.weight, self.text.pos, self.text.null, self.pos_embed,
                   self.t_embed.mlp[0].weight, self.t_embed.mlp[2].weight):
             nn.init.normal_(p, std=0.02)
         # ... and adaLN-Zero: modulation and output layers start at exactly zero
@@ -378,7 +386,9 @@ class CausalDiT(nn.Module):
         ctx, mask = self.encode_text(tokens) if ctx is None else ctx
         if B is not None and ctx.shape[0] != B:
             raise ValueError(f"prompt batch {ctx.shape[0]} does not match video batch {B}")
-        return [blk.text_kv(ctx) for blk in self.blocks], mask[:, None, None, :]   # mask (B, 1, 1, Lt)
+        m = mask[:, :, None].to(ctx.dtype)                                     # (B, Lt, 1)
+        pooled = self.text_pool((ctx * m).sum(1) / m.sum(1).clamp(min=1))     # (B, D) mean over real words
+        return [blk.text_kv(ctx) for blk in self.blocks], mask[:, None, None, :], pooled   # mask (B, 1, 1, Lt)
 
     # ---- the trunk every mode shares ---------------------------------------------------------
     def _run(self, x, t, frames, text, mask=None, past=None, final=True):
@@ -387,10 +397,11 @@ class CausalDiT(nn.Module):
         final) and the per-layer (K, V) of x's own tokens."""
         F = x.shape[1]
         h = self.patch_embed(self.patchify(x))                       # (B, L, D)
-        c = self.t_embed(t)                                          # (B, F, D)
+        h = (h.unflatten(1, (F, -1)) + self.pos_embed).flatten(1, 2)  # (B, F, N, D) + (1, 1, N, D) -> (B, L, D)
+        text_kv, text_mask, pooled = text
+        c = self.t_embed(t) + pooled[:, None, :]                     # (B, F, D) timestep + prompt, per frame
         cos, sin = rope_angles(frames, self.cfg.grid, self.cfg.rope_dims, self.cfg.rope_theta)
         rope = (cos.to(h.device, h.dtype), sin.to(h.device, h.dtype))   # 2 x (L, hs/2)
-        text_kv, text_mask = text
         kvs = []
         for i, blk in enumerate(self.blocks):
             h, kv = blk(h, c, rope, mask, text_kv[i], text_mask, None if past is None else past[i])
@@ -430,10 +441,10 @@ class CausalDiT(nn.Module):
         sink = sink or 0                                             # None means no sink frames
         if (window is not None and window < 0) or sink < 0:
             raise ValueError(f"window and sink must be >= 0; got window={window}, sink={sink}")
-        text_kv, text_mask = self._text(tokens, ctx, None)
+        text_kv, text_mask, pooled = self._text(tokens, ctx, None)
         B, nh, D = text_mask.shape[0], self.cfg.heads, self.cfg.width
         empty = text_kv[0][0].new_zeros(B, nh, 0, D // nh)           # (B, nh, 0, hs): no past yet
-        return KVCache([empty] * self.cfg.depth, [empty] * self.cfg.depth, text_kv, text_mask, window, sink)
+        return KVCache([empty] * self.cfg.depth, [empty] * self.cfg.depth, text_kv, text_mask, pooled, window, sink)
 
     def _check_cache(self, cache, B, frame_start):
         if not isinstance(cache, KVCache):
@@ -452,7 +463,7 @@ class CausalDiT(nn.Module):
         t_chunk = self._check_t(t_chunk, B, K, x_chunk.device)
         self._check_cache(cache, B, frame_start)
         out, _ = self._run(x_chunk, t_chunk, torch.arange(K) + frame_start,
-                           (cache.text_kv, cache.text_mask), past=list(zip(cache.k, cache.v)))
+                           (cache.text_kv, cache.text_mask, cache.text_pooled), past=list(zip(cache.k, cache.v)))
         return out
 
     @torch.no_grad()
@@ -463,7 +474,7 @@ class CausalDiT(nn.Module):
         B, K = self._check_video(x_clean, "x_clean")
         t = self._check_t(torch.zeros(B, K) if t is None else t, B, K, x_clean.device)
         self._check_cache(cache, B, frame_start)
-        _, kvs = self._run(x_clean, t, torch.arange(K) + frame_start, (cache.text_kv, cache.text_mask),
+        _, kvs = self._run(x_clean, t, torch.arange(K) + frame_start, (cache.text_kv, cache.text_mask, cache.text_pooled),
                            past=list(zip(cache.k, cache.v)), final=False)
         frames = cache.frames + list(range(frame_start, frame_start + K))
         end = frame_start + K                                        # the next chunk starts here

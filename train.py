@@ -1,7 +1,7 @@
 """
 The whole Self Forcing training story, top to bottom (Huang et al. 2025, arXiv 2506.08009).
 
-    python train.py config/tiny.py                  # 2-core CPU, about 10 minutes
+    python train.py config/tiny.py                  # 2-core CPU, about 13 minutes
     python train.py config/tiny.py --sf_iters=400   # any config key can be overridden
 
 Four stages, each checkpointed into out_dir. Re-running the same command skips finished stages and
@@ -37,7 +37,7 @@ seed = 1337
 device = "auto"              # auto picks cuda -> mps -> cpu
 compile = False              # torch.compile the models (GPU runs)
 log_interval = 25            # iterations between log lines
-eval_interval = 0            # iterations between oracle checks during a stage (0: only at the end of a stage)
+eval_interval = 500          # iterations between oracle checks (32 videos) during a stage (0: only at its end)
 eval_videos = 64             # held-out (prompt, seed) pairs for the oracle check at the end of each stage
 ckpt_interval = 200          # iterations between checkpoints inside a stage (a finished stage always saves)
 stop_after = ""              # "stage:N" exits after iteration N of that stage, as if interrupted (for tests)
@@ -56,7 +56,7 @@ shift = 3.0
 guidance = 4.0               # CFG scale, standard form uncond + g (cond - uncond) (official code's g' = g - 1)
 teacher_steps = 16           # Euler steps of the teacher sampler; a multiple of 4 puts the student's sigmas on its grid
 # stage 1: teacher
-teacher_iters = 2000
+teacher_iters = 3000
 teacher_batch = 16
 teacher_lr = 1e-3
 cfg_dropout = 0.1            # fraction of prompts replaced by the empty prompt, so the model also learns uncond
@@ -97,6 +97,9 @@ def main():
     pairs = make_ode_pairs(config, teacher, dev)
     student = train_ode_init(config, teacher, pairs, dev)
     train_self_forcing(config, teacher, student, dev)
+    print(f"\n{'stage':<14}{'seconds':>9}{'peak MB':>9}  oracle all-correct (held-out)")
+    for name, r in SUMMARY.items():
+        print(f"{name:<14}{r.get('seconds', float('nan')):>9.0f}{r.get('peak_mb', 0):>9}  {r.get('oracle', {}).get('all', '-')}")
     print(f"all stages done in {time.time() - t_all:.0f} s; try: python sample.py --out_dir {out_dir} "
           f"--prompt \"A red circle moving from left to right\"")
 
@@ -181,6 +184,13 @@ def checkpoint(stage, it, total, state_fn):
         sys.exit(0)
 
 
+def peak_mb():
+    # peak resident memory of this process so far (Linux reports KiB); stages run in order, so the value printed
+    # at the end of a stage is the peak up to and including it
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def log(stage, it, **values):
     # one JSON object per line: plot.py reads this file
     rec = dict(stage=stage, iter=it, time=round(time.time(), 3), **values)
@@ -259,7 +269,17 @@ def student_sampler(model, dev):
     return fn
 
 
+SUMMARY = {}  # stage -> seconds, peak memory, final oracle result; printed at the end and saved as summary.json
+
+
+def note(stage, **values):
+    SUMMARY.setdefault(stage, {}).update(values)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(SUMMARY, f, indent=1)
+
+
 def report(stage, it, result, videos, prompts):
+    note(stage, oracle=result, oracle_iter=it)
     print(f"[{stage}] oracle on {len(prompts)} held-out videos: " + ", ".join(f"{k} {v}%" for k, v in result.items()))
     log(stage, it, oracle=result)
     try:
@@ -324,7 +344,8 @@ def train_teacher(config, dev):
             report("teacher", it, *oracle_check(teacher_sampler(ema.eval(), dev), dev, min(32, eval_videos)))
         checkpoint("teacher", it, teacher_iters, state)
     save_ckpt("teacher", state(teacher_iters, True))
-    print(f"[teacher] {teacher_iters - start} iterations in {time.time() - t0:.0f} s")
+    note("teacher", seconds=round(time.time() - t0, 1), iters=teacher_iters - start, peak_mb=round(peak_mb()))
+    print(f"[teacher] {teacher_iters - start} iterations in {time.time() - t0:.0f} s, peak memory {peak_mb():.0f} MB")
     ema.eval()
     if eval_videos:
         report("teacher", teacher_iters, *oracle_check(teacher_sampler(ema, dev), dev, eval_videos))
@@ -364,7 +385,9 @@ def make_ode_pairs(config, teacher, dev):
     states = generate_ode_pairs(teacher, prompts, noise, dev)
     ck = dict(prompts=list(prompts), states=states, done=True)
     save_ckpt("ode_pairs", ck)
-    print(f"[ode_pairs] {ode_pairs} pairs in {time.time() - t0:.0f} s ({states.numel() * 2 / 1e6:.0f} MB)")
+    note("ode_pairs", seconds=round(time.time() - t0, 1), pairs=ode_pairs, peak_mb=round(peak_mb()))
+    print(f"[ode_pairs] {ode_pairs} pairs in {time.time() - t0:.0f} s ({states.numel() * 2 / 1e6:.0f} MB on disk), "
+          f"peak memory {peak_mb():.0f} MB")
     log("ode_pairs", 0, seconds=time.time() - t0)
     return ck
 
@@ -419,7 +442,8 @@ def train_ode_init(config, teacher, pairs, dev):
             log("ode_init", it, loss=loss.item(), lr=opt.param_groups[0]["lr"], elapsed=time.time() - t0)
         checkpoint("ode_init", it, ode_iters, state)
     save_ckpt("ode_init", state(ode_iters, True))
-    print(f"[ode_init] {ode_iters - start} iterations in {time.time() - t0:.0f} s")
+    note("ode_init", seconds=round(time.time() - t0, 1), iters=ode_iters - start, peak_mb=round(peak_mb()))
+    print(f"[ode_init] {ode_iters - start} iterations in {time.time() - t0:.0f} s, peak memory {peak_mb():.0f} MB")
     student.eval()
     if eval_videos:
         report("ode_init", ode_iters, *oracle_check(student_sampler(student, dev), dev, eval_videos))
@@ -566,7 +590,8 @@ def train_self_forcing(config, teacher, student, dev):
             report("self_forcing", it, *oracle_check(student_sampler(ema.eval(), dev), dev, min(32, eval_videos)))
         checkpoint("self_forcing", it, sf_iters, state)
     save_ckpt("self_forcing", state(sf_iters, True))
-    print(f"[self_forcing] {sf_iters - start} iterations in {time.time() - t0:.0f} s")
+    note("self_forcing", seconds=round(time.time() - t0, 1), iters=sf_iters - start, peak_mb=round(peak_mb()))
+    print(f"[self_forcing] {sf_iters - start} iterations in {time.time() - t0:.0f} s, peak memory {peak_mb():.0f} MB")
     if eval_videos:
         report("self_forcing", sf_iters, *oracle_check(student_sampler(ema.eval(), dev), dev, eval_videos))
 

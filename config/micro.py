@@ -19,3 +19,4 @@ sf_batch = 2
 dfake_gen_update_ratio = 2
 log_interval = 1
 eval_videos = 4
+eval_interval = 0
