@@ -120,7 +120,8 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
     tokens = toydata.tokenize(prompts).to(device)
     # each video's noise comes from its own seed, so a video does not depend on what it was batched with
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    window = config.get("window") or (config["num_frames"] - K) if window is None else window
+    if window is None:  # the rolling cache keeps as much context as training ever showed the model
+        window = config.get("window") or config["num_frames"] - K
     sink = config.get("sink", 0) if sink is None else sink
     t0 = time.perf_counter()
     first = []
@@ -173,6 +174,7 @@ def main(argv=None):
     ap.add_argument("--sink", type=int, help="first frames never evicted from the cache")
     ap.add_argument("--no_kv_cache", action="store_true", help="recompute the whole context at every step")
     ap.add_argument("--save_dir", help="where videos go (default <out_dir>/samples)")
+    ap.add_argument("--grid", help="also write every video as one PNG film strip (a row per video) to this path")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     try:
@@ -201,6 +203,8 @@ def main(argv=None):
         slug = "_".join(p.lower().split())[:60]
         paths = save_video(v, os.path.join(save_dir, f"{args.model}_{slug}_seed{s}"))
         print(f"{p!r} seed {s}: {', '.join(paths)}")
+    if args.grid:
+        print(f"grid: {save_strip(video, [f'{p} (seed {s})' for p, s in zip(all_prompts, seeds)], args.grid)}")
     print(f"{len(all_prompts)} video(s) x {num_frames} frames in {info['seconds']:.2f} s: "
           f"first chunk after {1000 * info['first_chunk_s']:.0f} ms, {info['fps']:.1f} frames/s "
           f"({'KV cache' if not args.no_kv_cache else 'recompute'}, {args.model})")

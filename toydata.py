@@ -48,10 +48,13 @@ LINEAR_DIRECTIONS = {  # motion -> unit (dx, dy) in image coordinates (y points 
 _PALETTE = torch.tensor(list(COLOURS.values()))                                # (8, 3)
 
 # Sizes and speeds are fractions of the resolution, so a 64x64 video is a 32x32 one drawn finer.
-OBJECT_RADIUS = (0.18, 0.22)     # circle radius / square half-side; big enough to read at 32x32 with patch 8
+OBJECT_RADIUS = (0.17, 0.21)     # circle radius / square half-side; big enough to read at 32x32 with patch 8
 TRIANGLE_INRADIUS = 0.75         # triangle inradius as a fraction of the radius: similar area to the circle
-SPEED = (1.0 / 32, 2.0 / 32)     # linear speed per frame: 1-2 px/frame at 32 px
-ORBIT_RADIUS = (0.22, 0.28)      # orbit radius around the frame centre
+SPEED = (1.0 / 32, 1.5 / 32)     # linear speed per frame: 1-1.5 px/frame at 32 px
+INSIDE_FRAMES = 12               # a straight-line object stays whole inside the frame for this many frames (the
+                                 # training length): a model that must also draw objects split across the edges
+                                 # learned motion far slower. Past that it wraps around (the world is a torus).
+ORBIT_RADIUS = (0.18, 0.24)      # orbit radius around the frame centre (small enough to stay inside, mostly)
 ORBIT_SPEED_DEG = (15.0, 30.0)   # angular speed per frame
 TRANSITION_FRAMES = 12           # a colour transition reaches its target colour by this frame, then holds it
 MAX_TEXT_LEN = 12                # token slots per prompt (the longest prompt has 8 words)
@@ -182,7 +185,23 @@ def _sample_params(prompt, seed):
     if a["motion"] in LINEAR_DIRECTIONS:
         dx, dy = LINEAR_DIRECTIONS[a["motion"]]
         speed = lerp(SPEED, u[3])
-        return dict(p, vx=dx * speed, vy=dy * speed)
+        # keep the centre's path over the first INSIDE_FRAMES frames one extent plus a pixel (at 32 px) away from
+        # the edges (the triangle reaches 1.5 r up, 0.75 r down and 1.3 r sideways; circle and square r each way)
+        r, m = p["radius"], 1 / 32
+        tri = a["shape"] == "triangle"
+        lo_x, hi_x = (1.3 * r + m, 1.3 * r + m) if tri else (r + m, r + m)
+        lo_y, hi_y = (1.5 * r + m, 0.75 * r + m) if tri else (r + m, r + m)
+        travel = speed * (INSIDE_FRAMES - 1)
+
+        def first(lo, hi, v, moving):
+            # the lowest coordinate of the path, so that [first, first + span] stays inside [lo, 1 - hi]
+            span = travel if moving else 0.0
+            room = 1 - lo - hi - span
+            return lo + room * v if room > 0 else 0.5 - span / 2   # no room (big triangle, fast): centre the path
+        # a leftward / upward path starts at the far end of its span
+        x0 = first(lo_x, hi_x, u[1], dx != 0) + (travel if dx < 0 else 0.0)
+        y0 = first(lo_y, hi_y, u[2], dy != 0) + (travel if dy < 0 else 0.0)
+        return dict(p, x0=x0, y0=y0, vx=dx * speed, vy=dy * speed)
     # y points down, so an INCREASING angle atan2(y - cy, x - cx) goes right -> down -> left -> up:
     # clockwise on screen. Counter-clockwise is a negative angular speed.
     sign = 1.0 if a["motion"] == "clockwise" else -1.0
