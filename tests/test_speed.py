@@ -1,28 +1,16 @@
 """Speed ratios measured side by side in one run (medians of several repeats), never absolute times."""
-import statistics
-import time
-
 import torch
 
 import toydata
+from evaluate import median_seconds
 from model import CausalDiT, ModelConfig
-
-
-def median_time(fn, repeats=5):
-    fn()  # warm-up: first calls allocate
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def test_rendering_is_a_small_fraction_of_a_training_step():
     # the tiny config's model and a batch of 64 twelve-frame 32x32 videos
     prompts = toydata.ALL_PROMPTS[:64]
     seeds = list(range(64))
-    render = median_time(lambda: toydata.render_batch(prompts, seeds, 12, 32))
+    render = median_seconds(lambda: toydata.render_batch(prompts, seeds, 12, 32), 5)
     model = CausalDiT(ModelConfig(vocab_size=len(toydata.VOCAB)))
     x = toydata.render_batch(prompts, seeds, 12, 32)
     tokens = toydata.tokenize(prompts)
@@ -32,7 +20,7 @@ def test_rendering_is_a_small_fraction_of_a_training_step():
         model.zero_grad(set_to_none=True)
         model(x, t, tokens).pow(2).mean().backward()
 
-    train = median_time(step, repeats=3)
+    train = median_seconds(step, 3)
     ratio = render / train
     print(f"\nrender 64x12 frames: {1000 * render:.1f} ms; forward+backward: {1000 * train:.0f} ms; "
           f"ratio {ratio:.4f}")
