@@ -444,7 +444,8 @@ class CausalDiT(nn.Module):
         text_kv, text_mask, pooled = self._text(tokens, ctx, None)
         B, nh, D = text_mask.shape[0], self.cfg.heads, self.cfg.width
         empty = text_kv[0][0].new_zeros(B, nh, 0, D // nh)           # (B, nh, 0, hs): no past yet
-        return KVCache([empty] * self.cfg.depth, [empty] * self.cfg.depth, text_kv, text_mask, pooled, window, sink)
+        return KVCache([empty] * self.cfg.depth, [empty] * self.cfg.depth, text_kv, text_mask, pooled,
+                       window, sink)
 
     def _check_cache(self, cache, B, frame_start):
         if not isinstance(cache, KVCache):
@@ -474,8 +475,9 @@ class CausalDiT(nn.Module):
         B, K = self._check_video(x_clean, "x_clean")
         t = self._check_t(torch.zeros(B, K) if t is None else t, B, K, x_clean.device)
         self._check_cache(cache, B, frame_start)
-        _, kvs = self._run(x_clean, t, torch.arange(K) + frame_start, (cache.text_kv, cache.text_mask, cache.text_pooled),
-                           past=list(zip(cache.k, cache.v)), final=False)
+        text = (cache.text_kv, cache.text_mask, cache.text_pooled)
+        _, kvs = self._run(x_clean, t, torch.arange(K) + frame_start, text, past=list(zip(cache.k, cache.v)),
+                           final=False)
         frames = cache.frames + list(range(frame_start, frame_start + K))
         end = frame_start + K                                        # the next chunk starts here
         keep = [i for i, f in enumerate(frames)

@@ -280,6 +280,13 @@ def note(stage, **values):
         json.dump(SUMMARY, f, indent=1)
 
 
+def stage_done(stage, t0, count, unit):
+    """One line and one summary entry when a stage finishes: how much it did, how long, peak memory."""
+    seconds, mb = time.time() - t0, peak_mb()
+    note(stage, seconds=round(seconds, 1), **{unit: count}, peak_mb=round(mb))
+    print(f"[{stage}] {count} {unit} in {seconds:.0f} s, peak memory {mb:.0f} MB")
+
+
 def report(stage, it, result, videos, prompts):
     note(stage, oracle=result, oracle_iter=it)
     print(f"[{stage}] oracle on {len(prompts)} held-out videos: " + ", ".join(f"{k} {v}%" for k, v in result.items()))
@@ -352,8 +359,7 @@ def train_teacher(config, dev):
             report("teacher", it, *oracle_check(teacher_sampler(ema.eval(), dev), dev, min(32, eval_videos)))
         checkpoint("teacher", it, teacher_iters, state)
     save_ckpt("teacher", state(teacher_iters, True))
-    note("teacher", seconds=round(time.time() - t0, 1), iters=teacher_iters - start, peak_mb=round(peak_mb()))
-    print(f"[teacher] {teacher_iters - start} iterations in {time.time() - t0:.0f} s, peak memory {peak_mb():.0f} MB")
+    stage_done("teacher", t0, teacher_iters - start, "iterations")
     ema.eval()
     if eval_videos:
         report("teacher", teacher_iters, *oracle_check(teacher_sampler(ema, dev), dev, eval_videos))
@@ -393,9 +399,7 @@ def make_ode_pairs(config, teacher, dev):
     states = generate_ode_pairs(teacher, prompts, noise, dev)
     ck = dict(prompts=list(prompts), states=states, done=True)
     save_ckpt("ode_pairs", ck)
-    note("ode_pairs", seconds=round(time.time() - t0, 1), pairs=ode_pairs, peak_mb=round(peak_mb()))
-    print(f"[ode_pairs] {ode_pairs} pairs in {time.time() - t0:.0f} s ({states.numel() * 2 / 1e6:.0f} MB on disk), "
-          f"peak memory {peak_mb():.0f} MB")
+    stage_done("ode_pairs", t0, ode_pairs, "pairs")
     log("ode_pairs", 0, seconds=time.time() - t0)
     return ck
 
@@ -450,8 +454,7 @@ def train_ode_init(config, teacher, pairs, dev):
             log("ode_init", it, loss=loss.item(), lr=opt.param_groups[0]["lr"], elapsed=time.time() - t0)
         checkpoint("ode_init", it, ode_iters, state)
     save_ckpt("ode_init", state(ode_iters, True))
-    note("ode_init", seconds=round(time.time() - t0, 1), iters=ode_iters - start, peak_mb=round(peak_mb()))
-    print(f"[ode_init] {ode_iters - start} iterations in {time.time() - t0:.0f} s, peak memory {peak_mb():.0f} MB")
+    stage_done("ode_init", t0, ode_iters - start, "iterations")
     student.eval()
     if eval_videos:
         report("ode_init", ode_iters, *oracle_check(student_sampler(student, dev), dev, eval_videos))
@@ -598,8 +601,7 @@ def train_self_forcing(config, teacher, student, dev):
             report("self_forcing", it, *oracle_check(student_sampler(ema.eval(), dev), dev, min(32, eval_videos)))
         checkpoint("self_forcing", it, sf_iters, state)
     save_ckpt("self_forcing", state(sf_iters, True))
-    note("self_forcing", seconds=round(time.time() - t0, 1), iters=sf_iters - start, peak_mb=round(peak_mb()))
-    print(f"[self_forcing] {sf_iters - start} iterations in {time.time() - t0:.0f} s, peak memory {peak_mb():.0f} MB")
+    stage_done("self_forcing", t0, sf_iters - start, "iterations")
     if eval_videos:
         report("self_forcing", sf_iters, *oracle_check(student_sampler(ema.eval(), dev), dev, eval_videos))
 
