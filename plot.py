@@ -460,6 +460,8 @@ def plot_drift(curves, train_frames, path, window=3, note=""):
         ax.set_xlabel(f"frame (last of a {window}-frame window)", fontsize=8)
     for ax in axes[::3]:
         ax.set_ylabel("% of videos right", fontsize=9)
+    fig.suptitle(f"drift: does each {window}-frame stretch still show the prompt? (oracle, "
+                 f"{len(next(iter(curves.values()))['all']) + window - 1}-frame rollouts)", fontsize=10)
     axes[5].set_axis_off()
     axes[5].legend(*axes[0].get_legend_handles_labels(), loc="upper left", fontsize=8, frameon=False)
     axes[5].text(0, 0.05, f"dotted: the training length,\n{train_frames} frames; past it the\nmodels stream "
@@ -486,13 +488,14 @@ def plot_all(out_dir, num_prompts=4, drift_videos=24):
     final = present[-1]                                                        # the last stage trained
     config = models[final][1]
     F, K, res = config["num_frames"], config["chunk"], config["resolution"]
-    plots, written, t0 = os.path.join(out_dir, "plots"), [], [time.perf_counter()]
+    plots, written, t0 = os.path.join(out_dir, "plots"), [], time.perf_counter()
 
-    def made(*paths):
+    def made(*paths):   # report each file with its size and the seconds its figure took
+        nonlocal t0
         for p in paths:
-            print(f"wrote {p} ({os.path.getsize(p) / 1024:.0f} KB, {time.perf_counter() - t0[0]:.1f} s)")
+            print(f"wrote {p} ({os.path.getsize(p) / 1024:.0f} KB, {time.perf_counter() - t0:.1f} s)")
         written.extend(paths)
-        t0[0] = time.perf_counter()
+        t0 = time.perf_counter()
 
     if plot_curves(log_path, os.path.join(plots, "curves.png")):
         made(os.path.join(plots, "curves.png"))
@@ -501,7 +504,8 @@ def plot_all(out_dir, num_prompts=4, drift_videos=24):
     plot_masks(os.path.join(plots, "masks.png"), F, K, config.get("window") or F - K, config.get("sink") or K)
     made(os.path.join(plots, "masks.png"))
 
-    # the same held-out prompts everywhere; seed s renders ground truth and is the models' noise seed
+    # the same prompts everywhere (eval_set's fixed, varied order); seed s renders the ground truth and is the
+    # models' noise seed
     prompts, seeds = toydata.eval_set(num_prompts, F)[0], list(range(num_prompts))
     grid_p, grid_s = [p for p in prompts for s in (0, 1)], [s for _ in prompts for s in (0, 1)]
     videos, _ = generate(*models[final], grid_p, F, grid_s, which=final, progress=False)
@@ -531,7 +535,7 @@ def plot_all(out_dir, num_prompts=4, drift_videos=24):
                              sink=cfg.get("sink", 0))
         curves[NAMES[m]] = drift_curves(long, long_p)
     made(plot_drift(curves, F, os.path.join(plots, "drift.png"),
-                    note=f"{len(long_p)} held-out object prompts,\n{4 * F} frames (4x training)"))
+                    note=f"{len(long_p)} object prompts,\n{4 * F} frames (4x training)"))
     return written, skipped
 
 
