@@ -85,9 +85,20 @@ GRAMMAR = ('"[A|An] <colour> <shape> moving from left to right|right to left|top
            f"colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}")
 
 
+MAX_PROMPT_CHARS = 300  # far above the longest prompt; keeps the error message about a pasted essay one short line
+
+
+def _check_text(text):
+    if not isinstance(text, str):
+        raise TypeError(f"a prompt must be a str, got {type(text).__name__}")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"prompt of {len(text)} characters is longer than {MAX_PROMPT_CHARS}: {text[:40]!r}...; "
+                         f"write one like {GRAMMAR}")
+
+
 def _words(text):
     """Lower-case, drop a final full stop, split on spaces, map synonyms; unknown words raise."""
-    assert isinstance(text, str), f"a prompt must be a str, got {type(text).__name__}"
+    _check_text(text)
     words = [SYNONYMS.get(w, w) for w in text.lower().strip().rstrip(".").split()]
     for w in words:
         if w not in WORD_TO_ID or w == "<pad>":
@@ -126,7 +137,8 @@ def parse_prompt(text):
             -> {'scene': 'object', 'colour': 'red', 'shape': 'circle', 'motion': 'clockwise'}
         'Color gradient transitioning from blue to red'
             -> {'scene': 'transition', 'colour_from': 'blue', 'colour_to': 'red'}
-    Unknown words and wrong word orders raise ValueError with a message that says what to write."""
+    Unknown words and wrong word orders raise ValueError with a message that says what to write; a non-str TypeError."""
+    _check_text(text)  # before the cache, which cannot hash a list
     return dict(_parse(text))
 
 
