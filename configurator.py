@@ -70,7 +70,10 @@ def configure(g, argv):
                     continue
                 if k not in keys:
                     raise ConfigError(f"{arg}: unknown config key '{k}' (known: {', '.join(sorted(keys))})")
-                g[k] = applied[k] = _coerce(k, g[k], v)
+                try:
+                    g[k] = applied[k] = _coerce(k, g[k], v)
+                except ConfigError as e:  # say which file holds the bad value
+                    raise ConfigError(f"{arg}: {e}") from None
             i += 1
             continue
         body = arg[2:]

@@ -62,3 +62,18 @@ def test_config_file_overrides_and_rejects_unknown_keys(tmp_path):
         configure(defaults(), [str(bad)])
     with pytest.raises(ConfigError, match="config file not found"):
         configure(defaults(), [str(tmp_path / "nope.py")])
+
+
+def test_bad_values_in_files_and_empty_values_name_where_they_are(tmp_path):
+    typed = tmp_path / "typed.py"
+    typed.write_text("iters = 2.5\n")
+    with pytest.raises(ConfigError, match=f"{typed}: --iters: expected a int like 100, got 2.5"):
+        configure(defaults(), [str(typed)])
+    latin1 = tmp_path / "latin1.py"
+    latin1.write_bytes(b"name = '\xe9'\n")
+    with pytest.raises(ConfigError, match=f"{latin1}: UnicodeDecodeError"):
+        configure(defaults(), [str(latin1)])
+    with pytest.raises(ConfigError, match="--iters: cannot read ''"):
+        configure(defaults(), ["--iters="])
+    with pytest.raises(ConfigError, match="unknown config key --iters-max"):
+        configure(defaults(), ["--iters-max=3"])
