@@ -14,15 +14,19 @@ resumes an interrupted one from its last checkpoint.
                   trained with distribution matching (DMD) against the teacher, with an online critic self_forcing.pt
 """
 import copy
+import contextlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import toydata
@@ -91,19 +95,27 @@ def main():
         sys.exit(f"error: {e}")
     config = {k: v for k, v in globals().items() if k in _CONFIG_KEYS}
     check_config(config)
-    os.makedirs(out_dir, exist_ok=True)
     dev = pick_device(device)
+    if "RANK" in os.environ:  # launched by torchrun: one process per device, as in nanoGPT
+        dev = setup_ddp(dev)
+    torch.manual_seed(seed)   # the models' initial weights: the same in every run with this seed, and on every rank
+    prepare_out_dir()
     print(f"out_dir {out_dir} | device {dev} | {resolution}x{resolution}, {num_frames} frames, chunk {chunk}")
     t_all = time.time()
-    teacher = train_teacher(config, dev)
-    pairs = make_ode_pairs(config, teacher, dev)
-    student = train_ode_init(config, teacher, pairs, dev)
-    train_self_forcing(config, teacher, student, dev)
+    try:
+        teacher = train_teacher(config, dev)
+        pairs = make_ode_pairs(config, teacher, dev)
+        student = train_ode_init(config, teacher, pairs, dev)
+        train_self_forcing(config, teacher, student, dev)
+    except KeyboardInterrupt:
+        sys.exit(f"\ninterrupted: re-run the same command to resume from the last checkpoint in {out_dir}")
     print(f"\n{'stage':<14}{'seconds':>9}{'peak MB':>9}  oracle all-correct (held-out)")
     for name, r in SUMMARY.items():
         print(f"{name:<14}{r.get('seconds', float('nan')):>9.0f}{r.get('peak_mb', 0):>9}  {r.get('oracle', {}).get('all', '-')}")
     print(f"all stages done in {time.time() - t_all:.0f} s; try: python sample.py --out_dir {out_dir} "
           f"--prompt \"A red circle moving from left to right\"")
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 _CONFIG_KEYS = [k for k, v in dict(globals()).items()
@@ -112,7 +124,26 @@ _CONFIG_KEYS = [k for k, v in dict(globals()).items()
 
 def check_config(c):
     # fail before minutes of training, with a message that says what to change
-    problems = []
+    problems = [f"{k} must be >= {lo}, got {c[k]}" for lo, keys in _AT_LEAST.items() for k in keys if c[k] < lo]
+    problems += [f"{k} must lie in [0, 1], got {c[k]}" for k in _FRACTIONS if not 0 <= c[k] <= 1]
+    problems += [f"{k} must be a positive finite number, got {c[k]}" for k in _POSITIVE if not 0 < c[k] < math.inf]
+    if problems:  # the checks below divide by these values
+        sys.exit("error: " + "; ".join(problems))
+    if not c["out_dir"]:
+        problems.append("out_dir must not be empty")
+    if not math.isfinite(c["guidance"]):
+        problems.append(f"guidance must be finite, got {c['guidance']}")
+    if c["stop_after"] and not re.fullmatch(r"(teacher|ode_init|self_forcing):[1-9][0-9]*", c["stop_after"]):
+        problems.append(f"stop_after must look like teacher:N, ode_init:N or self_forcing:N, got {c['stop_after']!r}")
+    if not device_available(c["device"]):
+        problems.append(f"device {c['device']!r} is not available here (try --device=auto or --device=cpu)")
+    world = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's process count: each rank takes a slice of every batch
+    problems += [f"{k} {c[k]} does not split evenly over {world} processes"
+                 for k in ("teacher_batch", "ode_batch", "sf_batch") if c[k] % world]
+    try:
+        model_config(c)  # the model's own checks (head size and the like)
+    except ValueError as e:
+        problems.append(str(e))
     if c["resolution"] % c["patch"]:
         problems.append(f"resolution {c['resolution']} is not divisible by patch {c['patch']}")
     if c["num_frames"] % c["chunk"]:
@@ -125,6 +156,26 @@ def check_config(c):
         sys.exit("error: " + "; ".join(problems))
 
 
+_AT_LEAST = {1: ("resolution", "patch", "num_frames", "chunk", "width", "depth", "heads", "teacher_steps",
+                 "teacher_batch", "ode_pairs", "ode_batch", "sf_batch", "dfake_gen_update_ratio", "log_interval",
+                 "ckpt_interval"),
+             0: ("text_depth", "teacher_iters", "ode_iters", "sf_iters", "warmup_iters", "eval_interval",
+                 "eval_videos", "window", "sink")}
+_FRACTIONS = ("cfg_dropout", "teacher_frame_noise", "ema_decay", "sf_ema_decay")
+_POSITIVE = ("shift", "teacher_lr", "ode_lr", "gen_lr", "critic_lr", "grad_clip")
+
+
+def device_available(name):
+    if name == "auto":
+        return True
+    try:
+        kind = torch.device(name).type
+    except RuntimeError:  # not a device name at all
+        return False
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps}.get(kind, False)
+
+
 def pick_device(name):
     if name != "auto":
         return torch.device(name)
@@ -133,6 +184,59 @@ def pick_device(name):
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def setup_ddp(dev):
+    """One process per device, started by torchrun (nanoGPT's recipe): NCCL between GPUs, gloo between CPU processes.
+    Every rank builds the same models from the same seed and reads the same checkpoints; rank 0 alone writes files
+    and prints. Returns this rank's device."""
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(dev)
+    dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if not is_master():
+        sys.stdout = open(os.devnull, "w")  # one voice: the other ranks would print the same lines again
+    return dev
+
+
+def is_master():
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def world_size():
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def part(x):
+    """This rank's slice of a global batch (a tensor or a list); all of it without DDP. Every rank draws the whole
+    batch from the same generator, so the generators stay in step (rank 0's checkpoint holds everyone's RNG state)
+    and the slices together are exactly the batch one process would train on."""
+    if not dist.is_initialized():
+        return x
+    n = len(x) // world_size()
+    return x[dist.get_rank() * n:(dist.get_rank() + 1) * n]
+
+
+def randn_part(shape, gen):
+    """Gaussian noise for this rank's slice of shape (b, ...): drawn as the global batch's noise, then sliced."""
+    return part(torch.randn(world_size() * shape[0], *shape[1:], generator=gen))
+
+
+def ddp_wrap(model, dev):
+    # DDP averages the gradients over ranks inside backward(); a single process trains the model itself
+    if not dist.is_initialized():
+        return model
+    return DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def average_grads(model):
+    """What DDP does inside backward, by hand, for the Self Forcing generator: its rollout calls the model many times
+    through forward_chunk and the KV cache, which DDP's forward() wrapper never sees."""
+    if dist.is_initialized():
+        for p in model.parameters():
+            if p.grad is not None:  # the same parameters are used on every rank, so this skips the same ones
+                dist.all_reduce(p.grad)
+                p.grad /= world_size()
 
 
 def autocast(dev):
@@ -153,22 +257,104 @@ def ckpt_path(name):
     return os.path.join(out_dir, f"{name}.pt")
 
 
+def prepare_out_dir():
+    """Create out_dir, delete the temp files of a run that was killed while writing, keep earlier stages' summary."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        sys.exit(f"error: cannot create out_dir {out_dir}: {e.strerror}")
+    if not is_master():
+        return
+    for folder in (out_dir, os.path.join(out_dir, "samples")):
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if name.endswith(".tmp"):  # only ever renamed into place once complete: this one never was
+                os.remove(os.path.join(folder, name))
+                print(f"removed {os.path.join(folder, name)}, left half-written by a killed run")
+    try:
+        with open(os.path.join(out_dir, "summary.json")) as f:
+            SUMMARY.update(json.load(f))
+    except (OSError, ValueError):
+        pass  # no summary yet (or an unreadable one from an older version): this run writes a new one
+
+
+def all_finite(x):
+    # walks a state dict; integer tensors (RNG states, token ids) are finite by nature
+    if torch.is_tensor(x):
+        return not x.is_floating_point() or bool(torch.isfinite(x).all())
+    if isinstance(x, dict):
+        return all(all_finite(v) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return all(all_finite(v) for v in x)
+    return not isinstance(x, float) or math.isfinite(x)
+
+
 def save_ckpt(name, state):
+    """Rank 0 writes; a state holding NaN or inf is never written, so the file on disk is always the last good one."""
+    if not is_master():
+        return
     path = ckpt_path(name)
+    bad = [k for k, v in state.items() if not all_finite(v)]
+    if bad:
+        sys.exit(f"error: not saving {path}: {', '.join(bad)} hold NaN or inf; the last good checkpoint is kept")
     tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic on POSIX: a reader sees the old file or the new one, never half of one
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic on POSIX: a reader sees the old file or the new one, never half of one
+    except OSError as e:
+        sys.exit(f"error: cannot write {path} ({e.strerror}); the last good checkpoint is kept")
 
 
-def load_ckpt(name):
-    """The stage's checkpoint dict, or None if it was never written."""
+def load_ckpt(name, config):
+    """The stage's checkpoint dict, or None if it was never written. A file that is not one of ours, or that was made
+    for another model, stops the run with one line naming it."""
+    if dist.is_initialized():
+        dist.barrier()  # all ranks start a stage together, once rank 0 has written the files of the last one
     path = ckpt_path(name)
     if not os.path.exists(path):
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        sys.exit(f"error: cannot read checkpoint {path} ({type(e).__name__}); delete it to redo that stage")
+        ck = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: loading runs no code
+    except Exception as e:  # truncated, corrupted, or a pickle of something other than tensors and plain containers
+        sys.exit(f"error: cannot read checkpoint {path} ({type(e).__name__}): it is truncated, corrupted or not "
+                 f"written by train.py; delete it to redo that stage")
+    if not (isinstance(ck, dict) and "done" in ck and isinstance(ck.get("config", {}), dict)
+            and isinstance(ck.get("model_config", {}), dict)):
+        sys.exit(f"error: {path} is not a checkpoint written by train.py; delete it or use another out_dir")
+    check_same_setup(path, ck, config)
+    return ck
+
+
+# settings that change how a run is watched, not what it trains: a resume with other values is not worth a note
+_RUN_KEYS = ("out_dir", "device", "compile", "log_interval", "eval_interval", "eval_videos", "ckpt_interval",
+             "stop_after")
+
+
+def check_same_setup(path, ck, config):
+    """A checkpoint made with other settings: stop if its weights cannot fit this model, else say what differs."""
+    now = asdict(model_config(config))
+    was = ck.get("model_config", now)
+    differ = [f"{k} {was.get(k)!r} there, {v!r} here" for k, v in now.items() if was.get(k) != v]
+    if list(ck.get("vocab", toydata.VOCAB)) != list(toydata.VOCAB):
+        differ.append("the toydata vocabulary")
+    if differ:
+        sys.exit(f"error: {path} was made for another model ({'; '.join(differ)}): use the config it was trained "
+                 f"with, or another out_dir")
+    old = ck.get("config", {})
+    changed = [f"{k} {old[k]!r} -> {v!r}" for k, v in config.items() if k in old and old[k] != v and k not in _RUN_KEYS]
+    if changed:
+        print(f"note: {path} was written with other settings, continuing with this run's: {', '.join(changed)}")
+
+
+@contextlib.contextmanager
+def restoring(name):
+    """Restoring a stage from its checkpoint: a missing entry or a tensor that does not fit this model.py ends the
+    run with one line naming the file, not a traceback."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:
+        why = " ".join(str(e).split())[:400]  # load_state_dict lists missing/unexpected keys over many lines
+        sys.exit(f"error: {ckpt_path(name)} does not fit this run ({type(e).__name__}: {why}); delete it to redo "
+                 f"that stage, or use another out_dir")
 
 
 def stage_state(config, **parts):
@@ -179,7 +365,7 @@ def checkpoint(stage, it, total, state_fn):
     """After iteration `it` (0-based) of a stage: save every ckpt_interval iterations, honour stop_after."""
     n = it + 1
     stop = stop_after == f"{stage}:{n}"
-    if n < total and (n % ckpt_interval == 0 or stop):
+    if stop or (n < total and n % ckpt_interval == 0):  # at n == total the stage's final save follows its loop
         save_ckpt(stage, state_fn(n, False))
     if stop:
         print(f"[{stage}] stopping after iteration {n} (stop_after={stop_after})")
@@ -195,6 +381,8 @@ def peak_mb():
 
 def log(stage, it, **values):
     # one JSON object per line: plot.py reads this file
+    if not is_master():
+        return
     rec = dict(stage=stage, iter=it, time=round(time.time(), 3), **values)
     with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -214,10 +402,17 @@ def ema_update(ema, model, decay):
         pe.lerp_(pm, 1 - decay)
 
 
-def check_finite(loss, stage, it):
-    if not torch.isfinite(loss):
-        sys.exit(f"error: {stage} loss became {loss.item()} at iteration {it}; the last good checkpoint is "
-                 f"{ckpt_path(stage)}. Lower the learning rate and re-run to resume.")
+def check_finite(value, stage, it, what="loss"):
+    """Stop before a NaN or inf reaches the weights (this runs before optimizer.step), so the checkpoint on disk is
+    the last good state."""
+    value = value.detach().float().clone()
+    if dist.is_initialized():
+        dist.all_reduce(value)  # a NaN on any rank stops every rank, or the others would wait for it forever
+    if not torch.isfinite(value):
+        kept = (f"{ckpt_path(stage)} keeps the last good state" if os.path.exists(ckpt_path(stage))
+                else f"no {stage} checkpoint was written yet")
+        sys.exit(f"error: {stage} {what} became {value.item()} at iteration {it}; {kept}. Lower the learning rate "
+                 f"and re-run the same command to resume.")
 
 
 def batch_tokens(prompts, dev):
@@ -276,8 +471,11 @@ SUMMARY = {}  # stage -> seconds, peak memory, final oracle result; printed at t
 
 def note(stage, **values):
     SUMMARY.setdefault(stage, {}).update(values)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(SUMMARY, f, indent=1)
+    if is_master():
+        path = os.path.join(out_dir, "summary.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(SUMMARY, f, indent=1)
+        os.replace(path + ".tmp", path)  # atomic, like the checkpoints
 
 
 def stage_done(stage, t0, count, unit):
@@ -288,6 +486,8 @@ def stage_done(stage, t0, count, unit):
 
 
 def report(stage, it, result, videos, prompts):
+    if not is_master():
+        return
     note(stage, oracle=result, oracle_iter=it)
     print(f"[{stage}] oracle on {len(prompts)} held-out videos: " + ", ".join(f"{k} {v}%" for k, v in result.items()))
     log(stage, it, oracle=result)
@@ -303,10 +503,11 @@ def report(stage, it, result, videos, prompts):
 # The network predicts x0 directly (DESIGN §2: predicting v failed in pixel space with patch 8).
 
 def train_teacher(config, dev):
-    ck = load_ckpt("teacher")
+    ck = load_ckpt("teacher", config)
     model = CausalDiT(model_config(config)).to(dev)
     if ck is not None and ck["done"]:
-        model.load_state_dict(ck["ema"])
+        with restoring("teacher"):
+            model.load_state_dict(ck["ema"])
         print(f"[teacher] finished earlier ({ckpt_path('teacher')}), skipping")
         return model.eval()
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -314,17 +515,19 @@ def train_teacher(config, dev):
     gen = torch.Generator().manual_seed(seed)
     start = 0
     if ck is not None:  # resume an interrupted run exactly: weights, EMA, optimizer, data/noise RNG
-        model.load_state_dict(ck["model"]); ema.load_state_dict(ck["ema"]); opt.load_state_dict(ck["opt"])
-        gen.set_state(ck["rng"]); start = ck["iter"]
+        with restoring("teacher"):
+            model.load_state_dict(ck["model"]); ema.load_state_dict(ck["ema"]); opt.load_state_dict(ck["opt"])
+            gen.set_state(ck["rng"]); start = ck["iter"]
         print(f"[teacher] resuming at iteration {start}")
 
     def state(it, done):
         return stage_state(config, model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
                            rng=gen.get_state(), iter=it, done=done)
 
-    fwd = torch.compile(model) if compile else model
+    fwd = ddp_wrap(torch.compile(model) if compile else model, dev)
     t0 = time.time()
-    for it in tqdm(range(start, teacher_iters), desc="teacher", initial=start, total=teacher_iters, mininterval=2):
+    for it in tqdm(range(start, teacher_iters), desc="teacher", initial=start, total=teacher_iters, mininterval=2,
+                   disable=not is_master()):
         videos, prompts, _ = toydata.sample_batch(teacher_batch, num_frames, resolution, gen)
         x0 = videos.to(dev)                                                     # (B, F, C, H, W)
         tokens = dropout_prompts(batch_tokens(prompts, dev), cfg_dropout, gen)  # (B, Lt)
@@ -340,18 +543,18 @@ def train_teacher(config, dev):
         for g in opt.param_groups:
             g["lr"] = lr_at(it, teacher_lr, teacher_iters)
         with autocast(dev):
-            pred = fwd(x_t, t, tokens, mode="bidirectional")
-        per_video = (pred.float() - x0).pow(2).mean(dim=(1, 2, 3, 4))           # (B,)
+            pred = fwd(part(x_t), part(t), part(tokens), mode="bidirectional")  # this rank's slice (all of it alone)
+        per_video = (pred.float() - part(x0)).pow(2).mean(dim=(1, 2, 3, 4))     # (B,)
         loss = per_video.mean()
         check_finite(loss, "teacher", it)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        check_finite(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip), "teacher", it, "gradient norm")
         opt.step()
         ema_update(ema, model, min(ema_decay, (1 + it) / (10 + it)))  # EMA warmup: early averages not stuck at init
         if it % log_interval == 0 or it == teacher_iters - 1:
             # the loss by noise level tells more than its mean: low-noise steps are easy, high-noise ones are not
-            s = sigma.mean(1)                                                   # (B,) a video's mean level
+            s = part(sigma).mean(1)                                             # (B,) a video's mean level
             bins = {f"loss_s{lo:.2f}": per_video[(s >= lo) & (s < lo + 0.25)].mean().item()
                     for lo in (0.0, 0.25, 0.5, 0.75) if ((s >= lo) & (s < lo + 0.25)).any()}
             log("teacher", it, loss=loss.item(), lr=opt.param_groups[0]["lr"], elapsed=time.time() - t0, **bins)
@@ -378,7 +581,7 @@ def generate_ode_pairs(teacher, prompts, noise, dev):
     keep = [i * teacher_steps // 4 for i in range(4)] + [teacher_steps]          # grid indices of the student sigmas
     assert torch.allclose(grid[keep[:4]], torch.tensor(student_sigmas(4, shift)), atol=1e-6), "grids disagree"
     states = []
-    for i in tqdm(range(0, len(prompts), 64), desc="ODE pairs", mininterval=2):
+    for i in tqdm(range(0, len(prompts), 64), desc="ODE pairs", mininterval=2, disable=not is_master()):
         tokens = batch_tokens(prompts[i:i + 64], dev)
         with autocast(dev):
             traj = euler_sample(teacher, tokens, noise[i:i + 64].to(dev), teacher_steps, shift, guidance,
@@ -388,8 +591,13 @@ def generate_ode_pairs(teacher, prompts, noise, dev):
 
 
 def make_ode_pairs(config, teacher, dev):
-    ck = load_ckpt("ode_pairs")
+    ck = load_ckpt("ode_pairs", config)
     if ck is not None:
+        with restoring("ode_pairs"):  # pairs made for another frame count or resolution cannot train this student
+            shape = (5, num_frames, 3, resolution, resolution)
+            if tuple(ck["states"].shape[1:]) != shape or len(ck["prompts"]) != len(ck["states"]):
+                raise ValueError(f"{len(ck['prompts'])} prompts and states {tuple(ck['states'].shape)}, "
+                                 f"this run needs states (P, {', '.join(map(str, shape))})")
         print(f"[ode_pairs] {len(ck['prompts'])} pairs from {ckpt_path('ode_pairs')}, skipping")
         return ck
     t0 = time.time()
@@ -397,7 +605,7 @@ def make_ode_pairs(config, teacher, dev):
     _, prompts, _ = toydata.sample_batch(ode_pairs, 1, 8, gen)  # only the prompts are used (the frames are tiny)
     noise = torch.randn(ode_pairs, num_frames, 3, resolution, resolution, generator=gen)
     states = generate_ode_pairs(teacher, prompts, noise, dev)
-    ck = dict(prompts=list(prompts), states=states, done=True)
+    ck = stage_state(config, prompts=list(prompts), states=states, done=True)
     save_ckpt("ode_pairs", ck)
     stage_done("ode_pairs", t0, ode_pairs, "pairs")
     log("ode_pairs", 0, seconds=time.time() - t0)
@@ -409,18 +617,20 @@ def make_ode_pairs(config, teacher, dev):
 # independently takes one of the 4 stored noisy states; the student regresses the teacher's final x0.
 
 def train_ode_init(config, teacher, pairs, dev):
-    ck = load_ckpt("ode_init")
+    ck = load_ckpt("ode_init", config)
     student = copy.deepcopy(teacher).requires_grad_(True).train()   # the EMA teacher was frozen
     if ck is not None and ck["done"]:
-        student.load_state_dict(ck["model"])
+        with restoring("ode_init"):
+            student.load_state_dict(ck["model"])
         print(f"[ode_init] finished earlier ({ckpt_path('ode_init')}), skipping")
         return student
     opt = torch.optim.AdamW(student.parameters(), lr=ode_lr, betas=(0.9, 0.99), weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed + 2)
     start = 0
     if ck is not None:
-        student.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); gen.set_state(ck["rng"])
-        start = ck["iter"]
+        with restoring("ode_init"):
+            student.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); gen.set_state(ck["rng"])
+            start = ck["iter"]
         print(f"[ode_init] resuming at iteration {start}")
 
     def state(it, done):
@@ -430,8 +640,10 @@ def train_ode_init(config, teacher, pairs, dev):
     sig = torch.tensor(student_sigmas(4, shift))                                # (4,)
     states, prompts = pairs["states"], pairs["prompts"]
     n_chunks = num_frames // chunk
+    fwd = ddp_wrap(student, dev)
     t0 = time.time()
-    for it in tqdm(range(start, ode_iters), desc="ODE init", initial=start, total=ode_iters, mininterval=2):
+    for it in tqdm(range(start, ode_iters), desc="ODE init", initial=start, total=ode_iters, mininterval=2,
+                   disable=not is_master()):
         idx = torch.randint(len(prompts), (ode_batch,), generator=gen)         # (B,)
         level = torch.randint(4, (ode_batch, n_chunks), generator=gen)          # (B, n_chunks) state per chunk
         level_f = level.repeat_interleave(chunk, dim=1)                         # (B, F)
@@ -443,12 +655,12 @@ def train_ode_init(config, teacher, pairs, dev):
         for g in opt.param_groups:
             g["lr"] = lr_at(it, ode_lr, ode_iters)
         with autocast(dev):
-            pred = student(x, t, tokens, mode="causal")
-        loss = F.mse_loss(pred.float(), x0)
+            pred = fwd(part(x), part(t), part(tokens), mode="causal")
+        loss = F.mse_loss(pred.float(), part(x0))
         check_finite(loss, "ode_init", it)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), grad_clip)
+        check_finite(torch.nn.utils.clip_grad_norm_(student.parameters(), grad_clip), "ode_init", it, "gradient norm")
         opt.step()
         if it % log_interval == 0 or it == ode_iters - 1:
             log("ode_init", it, loss=loss.item(), lr=opt.param_groups[0]["lr"], elapsed=time.time() - t0)
@@ -489,13 +701,13 @@ def self_forcing_rollout(generator, tokens, gen, dev, grad=True):
     cache = generator.new_cache(tokens, window=None, sink=0)
     out = []
     for start in range(0, num_frames, chunk):
-        x = torch.randn(B, chunk, 3, resolution, resolution, generator=gen).to(dev)     # (B, K, C, H, W)
+        x = randn_part((B, chunk, 3, resolution, resolution), gen).to(dev)       # (B, K, C, H, W)
         for j in range(exit_step + 1):
             t = torch.full((B, chunk), 1000 * sig[j], device=dev)               # (B, K)
             with torch.set_grad_enabled(grad and j == exit_step), autocast(dev):
                 x0_hat = generator.forward_chunk(x, t, cache, start)
             if j < exit_step:
-                eps = torch.randn(x.shape, generator=gen).to(dev)
+                eps = randn_part(x.shape, gen).to(dev)
                 x = add_noise(x0_hat.detach(), eps, torch.full((B,), sig[j + 1], device=dev))
         out.append(x0_hat.float())
         with autocast(dev):
@@ -520,8 +732,8 @@ def dmd_loss(x, tokens, teacher, critic, gen, dev):
     make of it and away from what the generator currently makes.
     """
     B = x.shape[0]
-    sigma = sample_sigma(B, gen).clamp(0.02, 0.98).to(dev)                     # (B,)
-    eps = torch.randn(x.shape, generator=gen).to(dev)
+    sigma = part(sample_sigma(world_size() * B, gen)).clamp(0.02, 0.98).to(dev)  # (B,) (the global batch's, sliced)
+    eps = randn_part(x.shape, gen).to(dev)
     with torch.no_grad():
         x_t = add_noise(x.detach(), eps, sigma)
         t = (1000 * sigma)[:, None].expand(-1, num_frames)                      # (B, F)
@@ -537,8 +749,8 @@ def dmd_loss(x, tokens, teacher, critic, gen, dev):
 def critic_loss(critic, x, tokens, gen, dev):
     # the fake score learns the generator's current distribution with the same rectified-flow loss as the teacher
     B = x.shape[0]
-    sigma = sample_sigma(B, gen).to(dev)                                        # (B,)
-    eps = torch.randn(x.shape, generator=gen).to(dev)
+    sigma = part(sample_sigma(world_size() * B, gen)).to(dev)                   # (B,) (the global batch's, sliced)
+    eps = randn_part(x.shape, gen).to(dev)
     t = (1000 * sigma)[:, None].expand(-1, num_frames)                          # (B, F)
     with autocast(dev):
         pred = critic(add_noise(x, eps, sigma), t, tokens, mode="bidirectional")
@@ -546,7 +758,7 @@ def critic_loss(critic, x, tokens, gen, dev):
 
 
 def train_self_forcing(config, teacher, student, dev):
-    ck = load_ckpt("self_forcing")
+    ck = load_ckpt("self_forcing", config)
     if ck is not None and ck["done"]:
         print(f"[self_forcing] finished earlier ({ckpt_path('self_forcing')}), skipping")
         return
@@ -560,9 +772,10 @@ def train_self_forcing(config, teacher, student, dev):
     gen = torch.Generator().manual_seed(seed + 3)
     start = 0
     if ck is not None:
-        generator.load_state_dict(ck["model"]); critic.load_state_dict(ck["critic"]); ema.load_state_dict(ck["ema"])
-        opt_g.load_state_dict(ck["opt"]); opt_c.load_state_dict(ck["opt_critic"]); gen.set_state(ck["rng"])
-        start = ck["iter"]
+        with restoring("self_forcing"):
+            generator.load_state_dict(ck["model"]); critic.load_state_dict(ck["critic"])
+            ema.load_state_dict(ck["ema"]); opt_g.load_state_dict(ck["opt"]); opt_c.load_state_dict(ck["opt_critic"])
+            gen.set_state(ck["rng"]); start = ck["iter"]
         print(f"[self_forcing] resuming at iteration {start}")
 
     def state(it, done):
@@ -570,30 +783,35 @@ def train_self_forcing(config, teacher, student, dev):
                            opt=opt_g.state_dict(), opt_critic=opt_c.state_dict(), rng=gen.get_state(),
                            iter=it, done=done)
 
+    critic_fwd = ddp_wrap(critic, dev)  # the generator cannot be wrapped: average_grads() does DDP's work for it
     t0 = time.time()
     g_loss = float("nan")
-    for it in tqdm(range(start, sf_iters), desc="Self Forcing", initial=start, total=sf_iters, mininterval=2):
+    for it in tqdm(range(start, sf_iters), desc="Self Forcing", initial=start, total=sf_iters, mininterval=2,
+                   disable=not is_master()):
         _, prompts, _ = toydata.sample_batch(sf_batch, 1, 8, gen)               # prompts only: no real videos used
-        tokens = batch_tokens(prompts, dev)
+        tokens = batch_tokens(part(prompts), dev)
         # generator step (every dfake_gen_update_ratio iterations): roll out WITH gradient, DMD loss
         if it % dfake_gen_update_ratio == 0:
             x = self_forcing_rollout(generator, tokens, gen, dev, grad=True)
             loss = dmd_loss(x, tokens, teacher, critic, gen, dev)
-            check_finite(loss, "self_forcing", it)
+            check_finite(loss, "self_forcing", it, "DMD loss")
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(generator.parameters(), grad_clip)
+            average_grads(generator)
+            check_finite(torch.nn.utils.clip_grad_norm_(generator.parameters(), grad_clip), "self_forcing", it,
+                         "generator gradient norm")
             opt_g.step()
             ema_update(ema, generator, sf_ema_decay)
             g_loss = loss.item()
         # critic step (every iteration): a fresh rollout without gradient, rectified-flow loss on it
         with torch.no_grad():
             x = self_forcing_rollout(generator, tokens, gen, dev, grad=False)
-        c_loss = critic_loss(critic, x, tokens, gen, dev)
-        check_finite(c_loss, "self_forcing", it)
+        c_loss = critic_loss(critic_fwd, x, tokens, gen, dev)
+        check_finite(c_loss, "self_forcing", it, "critic loss")
         opt_c.zero_grad(set_to_none=True)
         c_loss.backward()
-        torch.nn.utils.clip_grad_norm_(critic.parameters(), grad_clip)
+        check_finite(torch.nn.utils.clip_grad_norm_(critic.parameters(), grad_clip), "self_forcing", it,
+                     "critic gradient norm")
         opt_c.step()
         if it % log_interval == 0 or it == sf_iters - 1:
             log("self_forcing", it, dmd_loss=g_loss, critic_loss=c_loss.item(), elapsed=time.time() - t0)
