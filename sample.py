@@ -14,6 +14,7 @@ Writes an MP4, a GIF and a PNG film strip per video into <out_dir>/samples/, and
 chunk and the frames per second of the streaming.
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -55,10 +56,14 @@ def save_strip(videos, labels, path, scale=2):
         pad = np.zeros((frames.shape[0], frames.shape[1], 2, 3), np.uint8) + 64  # grey 2-px gutter between frames
         rows.append(np.concatenate(list(np.concatenate([frames, pad], axis=2)), axis=1))  # (h, F*(w+2), C)
     gap = np.full((2, rows[0].shape[1], 3), 64, np.uint8)
-    iio.imwrite(path, np.concatenate([r for row in rows for r in (row, gap)][:-1], axis=0))
+    # temp file + rename, as train.py does for checkpoints: a run killed mid-write never leaves half a picture
+    iio.imwrite(path + ".tmp", np.concatenate([r for row in rows for r in (row, gap)][:-1], axis=0), extension=".png")
+    os.replace(path + ".tmp", path)
     if labels is not None:
-        with open(os.path.splitext(path)[0] + ".txt", "w") as f:
+        txt = os.path.splitext(path)[0] + ".txt"
+        with open(txt + ".tmp", "w") as f:
             f.write("\n".join(labels) + "\n")  # the prompts, top to bottom
+        os.replace(txt + ".tmp", txt)
     return path
 
 
@@ -81,27 +86,76 @@ def save_video(video, stem, fps=8, scale=8):
 # -----------------------------------------------------------------------------
 # loading a trained model
 
+# the training settings generate() reads from a checkpoint
+NEEDED_CONFIG = ("chunk", "resolution", "num_frames", "teacher_steps", "shift", "guidance")
+
+
 def load_model(out_dir, which="self_forcing", device="cpu"):
-    """The model of one stage (EMA weights where the stage keeps them) and the training config it was made with."""
+    """The model of one stage (EMA weights where the stage keeps them) and the training config it was made with.
+    A file that is missing, truncated, foreign or made for another model.py raises SampleError naming it."""
     if which not in CHECKPOINTS:
         raise SampleError(f"--model must be one of {', '.join(CHECKPOINTS)}, got {which!r}")
+    device = check_device(device)
     path = os.path.join(out_dir, CHECKPOINTS[which])
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise SampleError(f"no checkpoint {path}: train first with `python train.py config/tiny.py "
                           f"--out_dir={out_dir}`")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: loading runs no code
     except Exception as e:
         raise SampleError(f"cannot read checkpoint {path} ({type(e).__name__}): is it truncated or not ours?")
-    if not isinstance(ck, dict) or "model_config" not in ck or "model" not in ck:
+    if not (isinstance(ck, dict) and isinstance(ck.get("model_config"), dict) and isinstance(ck.get("config"), dict)
+            and isinstance(ck.get("model"), dict) and "vocab" in ck):
         raise SampleError(f"{path} is not a checkpoint written by train.py")
+    missing = [k for k in NEEDED_CONFIG if k not in ck["config"]]
+    if missing:
+        raise SampleError(f"{path} is not a checkpoint written by train.py (its config lacks {', '.join(missing)})")
     if not ck.get("done", False):
         print(f"note: {path} is from an unfinished run (iteration {ck.get('iter')})", file=sys.stderr)
     if list(ck["vocab"]) != list(toydata.VOCAB):
         raise SampleError(f"{path} was trained with another vocabulary than this toydata.py")
-    model = CausalDiT(ModelConfig(**ck["model_config"]))
-    model.load_state_dict(ck["ema"] if "ema" in ck else ck["model"])
+    try:
+        model = CausalDiT(ModelConfig(**ck["model_config"]))
+    except (TypeError, ValueError) as e:  # a field this model.py does not know, or values it rejects
+        raise SampleError(f"{path} holds a model config this model.py cannot build: {e}") from None
+    state = ck["ema"] if "ema" in ck else ck["model"]
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise SampleError(f"{path} does not fit this model.py ({problem}): it was trained with another version; "
+                          f"retrain, or sample with the code it was trained with")
+    model.load_state_dict(state)
     return model.to(device).eval(), ck["config"]
+
+
+def state_dict_mismatch(model, state):
+    """'' if `state` fits `model` exactly, else which keys are missing, unexpected or shaped differently."""
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        return "its weights are not a dict of tensors"
+    want = model.state_dict()
+    diffs = {"missing": [k for k in want if k not in state],
+             "unexpected": [k for k in state if k not in want],
+             "other shape": [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in want.items()
+                             if k in state and state[k].shape != v.shape]}
+    return "; ".join(f"{kind}: {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
+                     for kind, keys in diffs.items() if keys)
+
+
+def check_device(name):
+    """torch.device(name), or SampleError if it is not a device name or not available on this machine."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SampleError(f"--device {name!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if not {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps}.get(dev.type, False):
+        raise SampleError(f"--device {name}: not available on this machine (try --device cpu)")
+    return dev
+
+
+def check_prompts(prompts):
+    """Every prompt parses, or ValueError naming the first bad word (from toydata.parse_prompt)."""
+    for p in prompts:
+        toydata.parse_prompt(p)
 
 
 # -----------------------------------------------------------------------------
@@ -111,11 +165,18 @@ def load_model(out_dir, which="self_forcing", device="cpu"):
 def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv_cache=True, steps=None,
              guidance=None, window=None, sink=None, progress=True):
     """Videos (B, F, C, H, W) in [-1, 1] for a list of prompts and one seed per prompt, plus timing info."""
-    for p in prompts:
-        toydata.parse_prompt(p)  # raises ValueError naming an unknown word
+    check_prompts(prompts)  # raises ValueError naming an unknown word
     K, res = config["chunk"], config["resolution"]
     if num_frames < K or num_frames % K:
         raise SampleError(f"--num_frames must be a positive multiple of the chunk size {K}, got {num_frames}")
+    if steps is not None and steps < 1:
+        raise SampleError(f"--steps must be at least 1, got {steps}")
+    if guidance is not None and not math.isfinite(guidance):
+        raise SampleError(f"--guidance must be a finite number, got {guidance}")
+    if (window is not None and window < 0) or (sink is not None and sink < 0):
+        raise SampleError(f"--window and --sink must be >= 0, got {window} and {sink}")
+    if len(seeds) != len(prompts) or not all(0 <= int(s) < 2 ** 63 for s in seeds):
+        raise SampleError(f"need one seed in [0, 2**63) per prompt, got {len(seeds)} seeds for {len(prompts)} prompts")
     device = next(model.parameters()).device
     tokens = toydata.tokenize(prompts).to(device)
     # each video's noise comes from its own seed, so a video does not depend on what it was batched with
@@ -150,6 +211,19 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
     return video.float().cpu(), info
 
 
+def read_prompts(path):
+    """The non-empty lines of a UTF-8 text file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except (FileNotFoundError, IsADirectoryError):
+        raise SampleError(f"prompts file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise SampleError(f"prompts file {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise SampleError(f"cannot read prompts file {path}: {e.strerror}") from None
+
+
 def generate_video(prompt, out_dir="out/tiny", num_frames=None, seed=0, kv_cache=True, model="self_forcing",
                    steps=None, guidance=None, device="cpu"):
     """One video (F, 3, H, W) in [-1, 1] for `prompt`, streamed by the model trained in `out_dir`."""
@@ -159,8 +233,14 @@ def generate_video(prompt, out_dir="out/tiny", num_frames=None, seed=0, kv_cache
     return video[0]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse prints the whole usage block first; one line saying what is wrong is easier to act on
+        self.exit(2, f"error: {message} (see python {self.prog} --help)\n")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Stream toy videos from a trained Self Forcing model.")
+    ap = OneLineParser(description="Stream toy videos from a trained Self Forcing model.")
     ap.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     ap.add_argument("--prompts_file", help="a text file with one prompt per line")
     ap.add_argument("--out_dir", default="out/tiny", help="the training run folder (default out/tiny)")
@@ -178,17 +258,26 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     try:
-        prompts = list(args.prompt or [])
+        # argparse before Python 3.12 drops a "--" value and hands over an empty list (--prompt=--): "" then
+        prompts = [p if isinstance(p, str) else " ".join(p) for p in args.prompt or []]
         if args.prompts_file:
-            if not os.path.isfile(args.prompts_file):
-                raise SampleError(f"prompts file not found: {args.prompts_file}")
-            with open(args.prompts_file) as f:
-                prompts += [line.strip() for line in f if line.strip()]
+            prompts += read_prompts(args.prompts_file)
         if not prompts:
             raise SampleError("give --prompt \"A red circle moving from left to right\" or --prompts_file FILE")
+        check_prompts(prompts)  # before loading anything: a typo is reported at once
         if args.num_samples < 1:
             raise SampleError(f"--num_samples must be at least 1, got {args.num_samples}")
+        if not 0 <= args.seed < 2 ** 63 - args.num_samples:
+            raise SampleError(f"--seed must lie in [0, 2**63), got {args.seed}")
+        if args.num_frames is not None and args.num_frames < 1:
+            raise SampleError(f"--num_frames must be at least 1, got {args.num_frames}")
         net, config = load_model(args.out_dir, args.model, args.device)
+        save_dir = args.save_dir or os.path.join(args.out_dir, "samples")
+        for folder in (save_dir, os.path.dirname(args.grid or "") or "."):
+            try:  # before generating: a path that cannot be written is reported at once
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise SampleError(f"cannot create {folder}: {e.strerror}") from None
         num_frames = args.num_frames or config["num_frames"]
         all_prompts = [p for p in prompts for _ in range(args.num_samples)]
         seeds = [args.seed + i for _ in prompts for i in range(args.num_samples)]
@@ -198,13 +287,16 @@ def main(argv=None):
     except (SampleError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    save_dir = args.save_dir or os.path.join(args.out_dir, "samples")
-    for v, p, s in zip(video, all_prompts, seeds):
-        slug = "_".join(p.lower().split())[:60]
-        paths = save_video(v, os.path.join(save_dir, f"{args.model}_{slug}_seed{s}"))
-        print(f"{p!r} seed {s}: {', '.join(paths)}")
-    if args.grid:
-        print(f"grid: {save_strip(video, [f'{p} (seed {s})' for p, s in zip(all_prompts, seeds)], args.grid)}")
+    try:
+        for v, p, s in zip(video, all_prompts, seeds):
+            slug = "_".join(p.lower().split())[:60]
+            paths = save_video(v, os.path.join(save_dir, f"{args.model}_{slug}_seed{s}"))
+            print(f"{p!r} seed {s}: {', '.join(paths)}")
+        if args.grid:
+            print(f"grid: {save_strip(video, [f'{p} (seed {s})' for p, s in zip(all_prompts, seeds)], args.grid)}")
+    except OSError as e:  # an unwritable or impossible path: say which
+        print(f"error: cannot write {e.filename or save_dir}: {e.strerror}", file=sys.stderr)
+        return 2
     print(f"{len(all_prompts)} video(s) x {num_frames} frames in {info['seconds']:.2f} s: "
           f"first chunk after {1000 * info['first_chunk_s']:.0f} ms, {info['fps']:.1f} frames/s "
           f"({'KV cache' if not args.no_kv_cache else 'recompute'}, {args.model})")
