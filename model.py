@@ -39,7 +39,7 @@ class ModelConfig:
     text_depth: int = 2          # transformer layers of the word-level text encoder
     max_text_len: int = 12       # Lt: prompts are padded to this many words
     mlp_ratio: float = 4.0       # MLP hidden width = mlp_ratio * D
-    rope_theta: float = 10000.0  # RoPE base period, shared by the time/row/column axes
+    rope_theta: float = 10000.0  # RoPE base period of the time axis (rows and columns are circular)
     freq_dim: int = 256          # sinusoidal timestep features fed to the timestep MLP
 
     def __post_init__(self):
@@ -115,16 +115,24 @@ def make_attention_mask(num_frames, tokens_per_frame, chunk, mode, window=None, 
 def rope_angles(frames, grid, dims, theta):
     """cos, sin of shape (len(frames)*N, hs/2) for tokens ordered (frame, row, column).
     `frames` holds ABSOLUTE frame indices, so a key keeps its true position inside a rolling
-    cache, however far past the training length the video runs."""
-    def axis(pos, d):                                                  # (n,) -> (n, d/2)
+    cache, however far past the training length the video runs.
+    Rows and columns are CIRCULAR: the toy world is a torus (an object leaving on the right comes back on the
+    left), so their angles are whole turns per `grid` patches (2 pi j / grid per patch, j = 1, 2, ...), and
+    column 0 sits next to column grid-1 exactly as column 1 does. Attention then depends only on toroidal
+    offsets, and the model treats every place in the frame alike, as the data does."""
+    def axis(pos, d):                                                  # time: (n,) -> (n, d/2), RoFormer's periods
         freqs = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
         return pos.double()[:, None] * freqs[None, :]
+
+    def ring(pos, d):                                                  # rows/columns: (g,) -> (g, d/2), periodic
+        turns = torch.arange(1, d // 2 + 1, dtype=torch.float64)      # 1, 2, ... whole turns per grid
+        return pos.double()[:, None] * (2 * math.pi / grid) * turns[None, :]
     dt, dh, dw = dims
     nf, g = len(frames), grid
     rc = torch.arange(g)
     at = axis(frames.cpu(), dt)[:, None, None, :].expand(nf, g, g, dt // 2)   # (F, H/p, W/p, dt/2)
-    ah = axis(rc, dh)[None, :, None, :].expand(nf, g, g, dh // 2)             # (F, H/p, W/p, dh/2)
-    aw = axis(rc, dw)[None, None, :, :].expand(nf, g, g, dw // 2)             # (F, H/p, W/p, dw/2)
+    ah = ring(rc, dh)[None, :, None, :].expand(nf, g, g, dh // 2)             # (F, H/p, W/p, dh/2)
+    aw = ring(rc, dw)[None, None, :, :].expand(nf, g, g, dw // 2)             # (F, H/p, W/p, dw/2)
     ang = torch.cat([at, ah, aw], -1).reshape(nf * g * g, -1)                # (L, hs/2)
     return ang.cos().float(), ang.sin().float()
 
@@ -307,13 +315,13 @@ class CausalDiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.patch_embed = nn.Linear(cfg.channels * cfg.patch ** 2, cfg.width)
-        # where a patch sits in the frame (row, column), added to its token. RoPE only tells attention how
-        # far apart two tokens are; an orbit around the frame centre needs to know where the centre is.
-        # Spatial only: the frame index stays relative (RoPE), so a rolling cache can run past training length.
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1, cfg.tokens_per_frame, cfg.width))   # (1, 1, N, D)
-        # the prompt pooled into one vector joins the timestep in adaLN, as the class label does in DiT:
-        # a global path for "what" (colour, shape, motion) next to cross-attention's per-token "where"
-        self.text_pool = nn.Linear(cfg.width, cfg.width)
+        # No absolute position embedding: on the torus no place is special, and RoPE alone (relative in time,
+        # circular in space) keeps the model equivariant to whole-patch shifts and to shifts in time.
+        # the prompt as one vector joins the timestep in adaLN, as the class label does in DiT: a global path
+        # for "what" (colour, shape, motion) next to cross-attention's per-token "where". It reads the word
+        # slots IN ORDER (one linear map of all of them), not their mean: "from left to right" and "from right
+        # to left" have the same words, and a mean would tell them apart only through the text encoder.
+        self.text_pool = nn.Linear(cfg.max_text_len * cfg.width, cfg.width)
         self.t_embed = TimestepEmbedder(cfg)
         self.text = TextEncoder(cfg)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
@@ -326,7 +334,7 @@ class CausalDiT(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-        for p in (self.text.tok.weight, self.text.pos, self.text.null, self.pos_embed,
+        for p in (self.text.tok.weight, self.text.pos, self.text.null,
                   self.t_embed.mlp[0].weight, self.t_embed.mlp[2].weight):
             nn.init.normal_(p, std=0.02)
         # ... and adaLN-Zero: modulation and output layers start at exactly zero
@@ -386,8 +394,9 @@ class CausalDiT(nn.Module):
         ctx, mask = self.encode_text(tokens) if ctx is None else ctx
         if B is not None and ctx.shape[0] != B:
             raise ValueError(f"prompt batch {ctx.shape[0]} does not match video batch {B}")
-        m = mask[:, :, None].to(ctx.dtype)                                     # (B, Lt, 1)
-        pooled = self.text_pool((ctx * m).sum(1) / m.sum(1).clamp(min=1))     # (B, D) mean over real words
+        slots = ctx * mask[:, :, None].to(ctx.dtype)                           # (B, Lt, D) pads zeroed
+        slots = nn.functional.pad(slots, (0, 0, 0, self.cfg.max_text_len - slots.shape[1]))  # (B, max_text_len, D)
+        pooled = self.text_pool(slots.flatten(1))                              # (B, max_text_len*D) -> (B, D)
         return [blk.text_kv(ctx) for blk in self.blocks], mask[:, None, None, :], pooled   # mask (B, 1, 1, Lt)
 
     # ---- the trunk every mode shares ---------------------------------------------------------
@@ -397,7 +406,6 @@ class CausalDiT(nn.Module):
         final) and the per-layer (K, V) of x's own tokens."""
         F = x.shape[1]
         h = self.patch_embed(self.patchify(x))                       # (B, L, D)
-        h = (h.unflatten(1, (F, -1)) + self.pos_embed).flatten(1, 2)  # (B, F, N, D) + (1, 1, N, D) -> (B, L, D)
         text_kv, text_mask, pooled = text
         c = self.t_embed(t) + pooled[:, None, :]                     # (B, F, D) timestep + prompt, per frame
         cos, sin = rope_angles(frames, self.cfg.grid, self.cfg.rope_dims, self.cfg.rope_theta)

@@ -38,8 +38,8 @@ COLOURS = {  # name -> (r, g, b) in [0, 1]; every colour has max channel 1, so i
     "orange":  (1.0, 0.5, 0.0),
 }
 SHAPES = ["circle", "square", "triangle"]
-# clockwise / counter_clockwise: the object ORBITS the frame centre. A circle spinning in place would
-# look exactly like a still circle, and DESIGN asks that every attribute a prompt names be visible.
+# clockwise / counter_clockwise: the object ORBITS a point (anywhere in the frame). A circle spinning in place
+# would look exactly like a still circle, and DESIGN asks that every attribute a prompt names be visible.
 MOTIONS = ["left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top", "clockwise", "counter_clockwise"]
 LINEAR_DIRECTIONS = {  # motion -> unit (dx, dy) in image coordinates (y points down)
     "left_to_right": (1.0, 0.0), "right_to_left": (-1.0, 0.0),
@@ -50,11 +50,20 @@ _PALETTE = torch.tensor(list(COLOURS.values()))                                #
 # Sizes and speeds are fractions of the resolution, so a 64x64 video is a 32x32 one drawn finer.
 OBJECT_RADIUS = (0.17, 0.21)     # circle radius / square half-side; big enough to read at 32x32 with patch 8
 TRIANGLE_INRADIUS = 0.75         # triangle inradius as a fraction of the radius: similar area to the circle
-SPEED = (1.0 / 32, 1.5 / 32)     # linear speed per frame: 1-1.5 px/frame at 32 px
-INSIDE_FRAMES = 12               # a straight-line object stays whole inside the frame for this many frames (the
-                                 # training length): a model that must also draw objects split across the edges
-                                 # learned motion far slower. Past that it wraps around (the world is a torus).
-ORBIT_RADIUS = (0.18, 0.24)      # orbit radius around the frame centre (small enough to stay inside, mostly)
+SPEED = (1.5 / 32, 2.5 / 32)     # linear speed per frame: 1.5-2.5 px/frame at 32 px
+# The world is a torus: objects start ANYWHERE and wrap around the edges, and orbits circle a random point.
+# So where an object is says nothing about which frame it is in, and a model whose positions are relative
+# (RoPE) must learn motion as "each frame a step further than the last", which also holds past the
+# training length. (Keeping objects inside the frame ties position to the frame index instead: a left-to-right
+# object is on the left in frame 0. A model that cannot see the absolute frame index then collapsed its
+# samples to the frame centre and barely moved them: teacher motion 10-22% after 3,000-8,000 steps.)
+ORBIT_RADIUS = (0.18, 0.24)      # orbit radius around the orbit's centre
+TRAIL = (0.3, 0.2, 0.1)          # brightness of the faint copies where the object was 1, 2, 3 frames before: a
+                                 # motion trail, so each frame shows which way the object goes. Without it the
+                                 # direction lives only in how frames relate: a model could not tie the words
+                                 # "left to right" to anything it sees in one frame, and after 2,000 steps the
+                                 # prompt's direction changed its predictions by nothing measurable. All copies
+                                 # stay below FG_THRESHOLD, so the oracle reads the body alone.
 ORBIT_SPEED_DEG = (15.0, 30.0)   # angular speed per frame
 TRANSITION_FRAMES = 12           # a colour transition reaches its target colour by this frame, then holds it
 MAX_TEXT_LEN = 12                # token slots per prompt (the longest prompt has 8 words)
@@ -183,12 +192,12 @@ def _sample_params(prompt, seed):
     """The random parameters of one video, drawn from a generator seeded with `seed` alone: a video's
     frames are a function of (prompt, seed), independent of the batch it is rendered in and of num_frames.
     Lengths are in units of the resolution, angles in radians, speeds per frame."""
-    u = torch.rand(5, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64).tolist()
+    u = torch.rand(7, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64).tolist()
     lerp = lambda lo_hi, v: lo_hi[0] + (lo_hi[1] - lo_hi[0]) * v
     a = parse_prompt(prompt)
     p = dict(transition=0.0, reach=1.0, shape=0, radius=lerp(OBJECT_RADIUS, u[0]),
              x0=u[1], y0=u[2], vx=0.0, vy=0.0,                     # straight line from anywhere on the torus
-             orbit=0.0, phase=2 * math.pi * u[1], omega=0.0)       # or an orbit from any start angle
+             orbit=0.0, phase=2 * math.pi * u[3], omega=0.0)       # or an orbit from any start angle
     if a["scene"] == "transition":
         # colour_from at frame 0, colour_to from frame `reach` (at most TRANSITION_FRAMES - 1) on
         return dict(p, transition=1.0, colour=COLOURS[a["colour_from"]], colour_to=COLOURS[a["colour_to"]],
@@ -196,43 +205,23 @@ def _sample_params(prompt, seed):
     p.update(colour=COLOURS[a["colour"]], colour_to=COLOURS[a["colour"]], shape=SHAPES.index(a["shape"]))
     if a["motion"] in LINEAR_DIRECTIONS:
         dx, dy = LINEAR_DIRECTIONS[a["motion"]]
-        speed = lerp(SPEED, u[3])
-        # keep the centre's path over the first INSIDE_FRAMES frames one extent plus a pixel (at 32 px) away from
-        # the edges (the triangle reaches 1.5 r up, 0.75 r down and 1.3 r sideways; circle and square r each way)
-        r, m = p["radius"], 1 / 32
-        tri = a["shape"] == "triangle"
-        lo_x, hi_x = (1.3 * r + m, 1.3 * r + m) if tri else (r + m, r + m)
-        lo_y, hi_y = (1.5 * r + m, 0.75 * r + m) if tri else (r + m, r + m)
-        travel = speed * (INSIDE_FRAMES - 1)
-
-        def first(lo, hi, v, moving):
-            # the lowest coordinate of the path, so that [first, first + span] stays inside [lo, 1 - hi]
-            span = travel if moving else 0.0
-            room = 1 - lo - hi - span
-            return lo + room * v if room > 0 else 0.5 - span / 2   # no room (big triangle, fast): centre the path
-        # a leftward / upward path starts at the far end of its span
-        x0 = first(lo_x, hi_x, u[1], dx != 0) + (travel if dx < 0 else 0.0)
-        y0 = first(lo_y, hi_y, u[2], dy != 0) + (travel if dy < 0 else 0.0)
-        return dict(p, x0=x0, y0=y0, vx=dx * speed, vy=dy * speed)
+        speed = lerp(SPEED, u[4])
+        return dict(p, vx=dx * speed, vy=dy * speed)
     # y points down, so an INCREASING angle atan2(y - cy, x - cx) goes right -> down -> left -> up:
-    # clockwise on screen. Counter-clockwise is a negative angular speed.
+    # clockwise on screen. Counter-clockwise is a negative angular speed. (x0, y0) is the orbit's centre.
     sign = 1.0 if a["motion"] == "clockwise" else -1.0
-    return dict(p, orbit=lerp(ORBIT_RADIUS, u[2]), omega=sign * math.radians(lerp(ORBIT_SPEED_DEG, u[3])))
+    return dict(p, orbit=lerp(ORBIT_RADIUS, u[5]), omega=sign * math.radians(lerp(ORBIT_SPEED_DEG, u[6])))
 
 
-def render_batch(prompts, seeds, num_frames, resolution):
-    """B prompts and B seeds -> videos (B, F, 3, H, W), float32 in [-1, 1]. No loop over frames or pixels."""
-    assert len(prompts) == len(seeds) > 0, f"need as many seeds as prompts (>= 1), got {len(prompts)} and {len(seeds)}"
-    assert num_frames >= 1 and resolution >= 1, f"need num_frames, resolution >= 1, got {num_frames}, {resolution}"
-    params = [_sample_params(p, s) for p, s in zip(prompts, seeds)]
-    P = {k: torch.tensor([q[k] for q in params], dtype=torch.float32) for k in params[0]}  # each (B,) or (B, 3)
+def _coverage(P, t, resolution):
+    """How much of every pixel the object's body covers at (possibly fractional or negative) times t (1, F)."""
     R = float(resolution)
-    t = torch.arange(num_frames, dtype=torch.float32)[None, :]                  # (1, F) frame index
-    # object centre per frame, in pixels: straight lines, or orbits around the frame centre
+    # object centre per frame, in pixels: straight lines, or orbits around (x0, y0)
     ang = P["phase"][:, None] + P["omega"][:, None] * t                         # (B, F) orbit angle
     is_orbit = (P["orbit"] > 0)[:, None]                                        # (B, 1)
-    cx = torch.where(is_orbit, 0.5 + P["orbit"][:, None] * torch.cos(ang), P["x0"][:, None] + P["vx"][:, None] * t) * R
-    cy = torch.where(is_orbit, 0.5 + P["orbit"][:, None] * torch.sin(ang), P["y0"][:, None] + P["vy"][:, None] * t) * R
+    cx = P["x0"][:, None] + torch.where(is_orbit, P["orbit"][:, None] * torch.cos(ang), P["vx"][:, None] * t)  # (B, F)
+    cy = P["y0"][:, None] + torch.where(is_orbit, P["orbit"][:, None] * torch.sin(ang), P["vy"][:, None] * t)  # (B, F)
+    cx, cy = cx * R, cy * R                                                     # in pixels
     # toroidal offsets from the centre to every pixel centre, wrapped into [-R/2, R/2)
     pix = torch.arange(resolution, dtype=torch.float32) + 0.5                   # (W,) pixel centres
     dx = torch.remainder(pix[None, None, None, :] - cx[:, :, None, None] + R / 2, R) - R / 2  # (B, F, 1, W)
@@ -246,7 +235,20 @@ def render_batch(prompts, seeds, num_frames, resolution):
     sd_triangle = torch.maximum(dy, torch.maximum(-s3 * dx - 0.5 * dy, s3 * dx - 0.5 * dy)) - TRIANGLE_INRADIUS * r
     shape = P["shape"][:, None, None, None]                                     # (B, 1, 1, 1)
     sd = torch.where(shape == 0, sd_circle, torch.where(shape == 1, sd_square, sd_triangle))
-    coverage = (0.5 - sd).clamp(0, 1)                                          # (B, F, H, W)
+    return (0.5 - sd).clamp(0, 1)                                              # (B, F, H, W)
+
+
+def render_batch(prompts, seeds, num_frames, resolution):
+    """B prompts and B seeds -> videos (B, F, 3, H, W), float32 in [-1, 1]. No loop over frames or pixels."""
+    assert len(prompts) == len(seeds) > 0, f"need as many seeds as prompts (>= 1), got {len(prompts)} and {len(seeds)}"
+    assert num_frames >= 1 and resolution >= 1, f"need num_frames, resolution >= 1, got {num_frames}, {resolution}"
+    params = [_sample_params(p, s) for p, s in zip(prompts, seeds)]
+    P = {k: torch.tensor([q[k] for q in params], dtype=torch.float32) for k in params[0]}  # each (B,) or (B, 3)
+    t = torch.arange(num_frames, dtype=torch.float32)[None, :]                  # (1, F) frame index
+    # the object's body at frame t, plus a faint trail: copies at the places it was 1, 2, 3 frames earlier
+    coverage = _coverage(P, t, resolution)                                      # (B, F, H, W) in [0, 1]
+    for k, b in enumerate(TRAIL, start=1):
+        coverage = torch.maximum(coverage, b * _coverage(P, t - k, resolution))
     # colour per frame: constant for objects, A -> B then hold for transitions
     progress = (t / P["reach"][:, None]).clamp(0, 1)                            # (B, F)
     colour = P["colour"][:, None] + progress[..., None] * (P["colour_to"] - P["colour"])[:, None]  # (B, F, 3)
