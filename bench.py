@@ -1,0 +1,228 @@
+"""
+How fast is it, and how close to what the machine can do? One table, every ratio measured side by side in this
+one run (medians of --repeats), so the ratios hold on a shared, noisy machine.
+
+    python bench.py --out_dir out/tiny              # the trained tiny run (weights do not change the speed)
+    python bench.py --config config/tiny.py          # no training needed: fresh weights of that config
+
+What it measures (B = 1 for sampling, each stage's own batch for training):
+  KV cache vs recompute    streaming the student through the KV cache against recomputing the whole generated
+                           context at every step, for 1x, 2x and 4x the training length (the gap grows with length)
+  student vs teacher       Self Forcing's 4-step streaming against the teacher's 16-step CFG Euler sampler, same clip
+  first chunk, FPS         time until the first K frames exist, and frames per second of the whole clip
+  training iterations      one iteration of each stage; Self Forcing's (one critic step, and one generator step
+                           every dfake_gen_update_ratio) against a teacher-forcing step (the ablation's baseline)
+  FLOP/s                   the teacher's training step: FLOPs counted by torch's FlopCounterMode (matmuls and
+                           attention, forward + backward) over its median time, against this machine's ceiling,
+                           measured here with a large float32 matrix product
+  peak memory              the process's peak resident memory during sampling and during training (Linux: the
+                           peak is reset between the two through /proc/self/clear_refs)
+"""
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import toydata
+from model import CausalDiT, ModelConfig, add_noise, euler_sample, stream_sample, student_sigmas
+
+
+def median_seconds(fn, repeats):
+    """Median wall time of fn() over `repeats` calls, after one warm-up call (first calls allocate)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_rss_mb(reset=False):
+    """Peak resident memory of this process in MB (Linux VmHWM). reset=True starts a new peak."""
+    try:
+        if reset:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")                                 # 5: reset the peak resident set size
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except OSError:  # not Linux: the peak since the process started
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_ceiling(n=1024, repeats=5):
+    """FLOP/s of a large float32 matrix product, the most this machine's torch does with the cores it has."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats)
+
+
+def load_models(args):
+    """(teacher, student, config): from a training run, or fresh weights of a config file's model."""
+    import train  # its module globals are the default config; a config file's overrides go on top
+    if args.out_dir:
+        from sample import SampleError, load_model
+        try:
+            teacher, config = load_model(args.out_dir, "teacher")
+            student, _ = load_model(args.out_dir, "self_forcing")
+        except SampleError as e:
+            sys.exit(f"error: {e}")
+        for k, v in config.items():                      # the run's config drives train's step functions below
+            if k in train._CONFIG_KEYS:
+                setattr(train, k, v)
+        return teacher, student, config
+    from configurator import ConfigError, configure
+    try:
+        configure(vars(train), [args.config])
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    config = {k: getattr(train, k) for k in train._CONFIG_KEYS}
+    torch.manual_seed(0)
+    teacher = CausalDiT(train.model_config(config))
+    student = CausalDiT(train.model_config(config))
+    return teacher, student, config
+
+
+def sampling_rows(teacher, student, config, repeats):
+    F_, K, res = config["num_frames"], config["chunk"], config["resolution"]
+    tokens = toydata.tokenize(["A red circle moving from left to right"])
+    sig = student_sigmas(4, config["shift"])
+    window = config.get("window") or F_ - K
+    gen = lambda: torch.Generator().manual_seed(0)
+
+    def stream(frames, kv):
+        return stream_sample(student, tokens, frames, sig, generator=gen(), kv_cache=kv, window=window)
+    rows, first = {}, []
+    with torch.no_grad():
+        for mult in (1, 2, 4):
+            cached = median_seconds(lambda: stream(mult * F_, True), repeats)
+            recompute = median_seconds(lambda: stream(mult * F_, False), repeats)
+            rows[f"KV cache vs recompute, {mult * F_} frames"] = (
+                f"{cached * 1000:.0f} ms vs {recompute * 1000:.0f} ms", f"{recompute / cached:.1f}x")
+        noise = torch.randn(1, F_, 3, res, res, generator=gen())
+        t_teacher = median_seconds(lambda: euler_sample(teacher, tokens, noise, config["teacher_steps"],
+                                                        config["shift"], config["guidance"]), repeats)
+        t_student = median_seconds(lambda: stream(F_, True), repeats)
+        rows[f"student 4-step streaming vs teacher {config['teacher_steps']}-step CFG, {F_} frames"] = (
+            f"{t_student * 1000:.0f} ms vs {t_teacher * 1000:.0f} ms", f"{t_teacher / t_student:.1f}x")
+
+        def first_chunk():
+            t0 = time.perf_counter()
+            stream_sample(student, tokens, F_, sig, generator=gen(), window=window,
+                          progress=lambda i, x: first.append(time.perf_counter() - t0) if i == 0 else None)
+        median_seconds(first_chunk, repeats)
+        rows["student: time to first chunk, frames per second"] = (
+            f"{statistics.median(first[1:]) * 1000:.1f} ms", f"{F_ / t_student:.0f} fps")
+    return rows
+
+
+def training_steps(teacher, student, config):
+    """One iteration of each stage as a function, built from train.py's own pieces (same losses, same batch)."""
+    import train
+    F_, res = config["num_frames"], config["resolution"]
+    gen = torch.Generator().manual_seed(0)
+    dev = torch.device("cpu")
+    opt = lambda m, lr: torch.optim.AdamW(m.parameters(), lr=lr)
+    teacher_opt, student_opt = opt(teacher, 1e-9), opt(student, 1e-9)   # tiny lr: timing must not wreck weights
+    critic = type(teacher)(teacher.cfg)
+    critic.load_state_dict(teacher.state_dict())
+    critic_opt = opt(critic, 1e-9)
+
+    def diffusion_step(model, o, B, mode, **kw):
+        videos, prompts, _ = toydata.sample_batch(B, F_, res, gen)
+        sigma = train.sample_sigma(B, gen)[:, None].expand(B, F_)                 # (B, F)
+        x_t = add_noise(videos, torch.randn(videos.shape, generator=gen), sigma)
+        clean = dict(clean=videos) if mode == "teacher_forcing" else {}
+        loss = F.mse_loss(model(x_t, 1000 * sigma, toydata.tokenize(prompts), mode=mode, **clean), videos)
+        o.zero_grad(set_to_none=True)
+        loss.backward()
+        o.step()
+
+    def self_forcing_step():
+        # what one iteration of train_self_forcing costs on average: a critic step every iteration, a generator
+        # step (rollout with gradient + DMD) every dfake_gen_update_ratio iterations
+        _, prompts, _ = toydata.sample_batch(config["sf_batch"], 1, 8, gen)
+        tokens = toydata.tokenize(prompts)
+        with torch.no_grad():
+            x = train.self_forcing_rollout(student, tokens, gen, dev, grad=False)
+        loss = train.critic_loss(critic, x, tokens, gen, dev)
+        critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        critic_opt.step()
+
+    def generator_step():
+        _, prompts, _ = toydata.sample_batch(config["sf_batch"], 1, 8, gen)
+        tokens = toydata.tokenize(prompts)
+        x = train.self_forcing_rollout(student, tokens, gen, dev, grad=True)
+        loss = train.dmd_loss(x, tokens, teacher, critic, gen, dev)
+        student_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        student_opt.step()
+
+    return {
+        "teacher (bidirectional diffusion loss)": lambda: diffusion_step(teacher, teacher_opt, config["teacher_batch"],
+                                                                         "bidirectional"),
+        "ODE init (block-causal regression)": lambda: diffusion_step(student, student_opt, config["ode_batch"],
+                                                                     "causal"),
+        "teacher forcing (ablation baseline), SF batch": lambda: diffusion_step(student, student_opt,
+                                                                                config["sf_batch"], "teacher_forcing"),
+        "Self Forcing critic step, SF batch": self_forcing_step,
+        "Self Forcing generator step (rollout + DMD), SF batch": generator_step,
+    }
+
+
+def main(argv=None):
+    from sample import OneLineParser  # argparse mistakes as one line, like every other CLI here
+    ap = OneLineParser(description="Speed of sampling and training, as ratios measured in one run.")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--out_dir", help="a training run folder (teacher.pt and self_forcing.pt)")
+    src.add_argument("--config", help="a config file (e.g. config/tiny.py): fresh weights, no training needed")
+    ap.add_argument("--repeats", type=int, default=5, help="repeats per timing; the median is reported")
+    args = ap.parse_args(argv)
+    if args.repeats < 1:
+        sys.exit("error: --repeats must be at least 1")
+    if not args.out_dir and not args.config:
+        args.out_dir = "out/tiny"
+    if args.config and not os.path.isfile(args.config):
+        sys.exit(f"error: no config file {args.config}")
+    torch.manual_seed(0)
+    teacher, student, config = load_models(args)
+    teacher.eval(), student.eval()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {config['resolution']}x"
+          f"{config['resolution']}, {config['num_frames']} frames, chunk {config['chunk']}, "
+          f"{teacher.num_params():,} parameters; medians of {args.repeats}")
+    rows = {}
+    ceiling = matmul_ceiling()
+    peak_rss_mb(reset=True)
+    rows.update(sampling_rows(teacher, student, config, args.repeats))
+    rows["peak memory, sampling (process)"] = (f"{peak_rss_mb():.0f} MB", "")
+    peak_rss_mb(reset=True)
+    steps = training_steps(teacher.train(), student.train(), config)
+    times = {name: median_seconds(fn, args.repeats) for name, fn in steps.items()}
+    for name, s in times.items():
+        rows[f"training iteration: {name}"] = (f"{s * 1000:.0f} ms", "")
+    sf = times["Self Forcing critic step, SF batch"] + \
+        times["Self Forcing generator step (rollout + DMD), SF batch"] / config["dfake_gen_update_ratio"]
+    tf = times["teacher forcing (ablation baseline), SF batch"]
+    rows["Self Forcing iteration (critic + 1/ratio generator) vs teacher forcing"] = (
+        f"{sf * 1000:.0f} ms vs {tf * 1000:.0f} ms", f"{sf / tf:.1f}x")
+    with FlopCounterMode(display=False) as counter:
+        steps["teacher (bidirectional diffusion loss)"]()
+    flops = counter.get_total_flops()
+    achieved = flops / times["teacher (bidirectional diffusion loss)"]
+    rows["teacher step: counted FLOPs / time vs matmul ceiling"] = (
+        f"{achieved / 1e9:.1f} vs {ceiling / 1e9:.1f} GFLOP/s ({flops / 1e9:.1f} GFLOP/step)",
+        f"{100 * achieved / ceiling:.0f}%")
+    rows["peak memory, training (process)"] = (f"{peak_rss_mb():.0f} MB", "")
+    width = max(len(k) for k in rows)
+    for name, (value, ratio) in rows.items():
+        print(f"{name:<{width}}  {value:>34}  {ratio:>8}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

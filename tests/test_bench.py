@@ -1,0 +1,28 @@
+"""bench.py: the benchmark table is produced from real timings on the micro model, and bad input is one line."""
+import re
+
+import bench
+from conftest import run_py
+
+
+def test_bench_table_on_fresh_micro_weights(capsys):
+    rows = bench.main(["--config", "config/micro.py", "--repeats", "1"])
+    out = capsys.readouterr().out
+    for length in (6, 12, 24):                       # 1x, 2x and 4x the micro training length
+        assert f"KV cache vs recompute, {length} frames" in rows
+    for name, (value, ratio) in rows.items():
+        assert name in out and value in out, name
+    ms = [float(x) for x in re.findall(r"([\d.]+) ms", " ".join(v for v, _ in rows.values()))]
+    assert ms and all(x > 0 for x in ms), "every timing is a positive number of milliseconds"
+    flops = rows["teacher step: counted FLOPs / time vs matmul ceiling"]
+    achieved, ceiling = (float(x) for x in re.findall(r"([\d.]+) (?:vs|GFLOP/s)", flops[0])[:2])
+    assert achieved > 0 and ceiling > 0
+
+
+def test_bench_errors_are_one_line(tmp_path):
+    r = run_py("bench.py", "--out_dir", str(tmp_path))
+    assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    r = run_py("bench.py", "--repeats", "x")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    r = run_py("bench.py", "--config", str(tmp_path / "nope.py"))
+    assert r.returncode != 0 and "no config file" in r.stderr and "Traceback" not in r.stderr, r.stderr
