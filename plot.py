@@ -22,7 +22,6 @@ From Python (videos are (F, 3, H, W) or (B, F, 3, H, W) in [-1, 1], as everywher
 
 Figures are drawn 700 px wide, the width they get in the README, so the text sizes here are what a reader sees.
 """
-import argparse
 import io
 import json
 import math
@@ -42,7 +41,7 @@ import sample
 import toydata
 from model import (add_noise, cfg_context, cfg_x0, euler_sample, euler_sigmas, make_attention_mask, stream_sample,
                    student_sigmas)
-from sample import CHECKPOINTS, SampleError, generate, load_model, to_uint8, upscale
+from sample import CHECKPOINTS, OneLineParser, SampleError, generate, load_model, to_uint8, upscale
 
 WIDTH, GIF_WIDTH, DPI = 7.0, 4.2, 100      # inches; 700 px in the README, GIFs smaller to stay well under 1 MB
 NAMES = {"teacher": "teacher", "ode": "ODE init", "self_forcing": "Self Forcing"}
@@ -540,7 +539,7 @@ def plot_all(out_dir, num_prompts=4, drift_videos=24):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Plot a training run: curves, videos, a denoising trajectory, the "
+    ap = OneLineParser(description="Plot a training run: curves, videos, a denoising trajectory, the "
                                              "attention masks and drift over long rollouts, into <out_dir>/plots/.")
     ap.add_argument("out_dir", nargs="?", help="the training run folder, e.g. out/tiny")
     ap.add_argument("--out_dir", dest="out_dir_flag", metavar="OUT_DIR", help="the same, as an option")

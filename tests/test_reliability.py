@@ -396,10 +396,8 @@ CLI_CASES = [
     ("plot.py", [], "folder"),
     ("plot.py", ["{run}", "--prompts", "0"], "must be at least 1"),
     ("plot.py", ["{junk}"], "{junk}/log.jsonl"),
-    pytest.param("plot.py", ["{run}", "--prompts", "abc"], "invalid int value: 'abc'",
-                 marks=pytest.mark.xfail(reason=ARGPARSE_TWO_LINES)),
-    pytest.param("plot.py", ["{run}", "--foo"], "unrecognized arguments: --foo",
-                 marks=pytest.mark.xfail(reason=ARGPARSE_TWO_LINES)),
+    ("plot.py", ["{run}", "--prompts", "abc"], "invalid int value: 'abc'"),
+    ("plot.py", ["{run}", "--foo"], "unrecognized arguments: --foo"),
 ]
 
 
