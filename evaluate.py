@@ -18,8 +18,8 @@ The metrics (the function named in brackets holds the exact definition):
                      3-frame windows (a drift curve)                                    [oracle_scores]
   clip_score         100 x cosine of the video's and the prompt's CLIP embeddings       [clip_scores]
   frame_consistency  mean cosine of the CLIP embeddings of consecutive frames          [frame_consistency]
-  ssim, psnr         frame by frame against reference videos: the CLI continues the first chunk of a
-                     ground-truth video and compares the rest with the truth            [ssim, psnr]
+  ssim, psnr         against reference videos (SSIM per frame, PSNR per video): the CLI continues the first
+                     chunk of a ground-truth video and compares the rest with the truth [ssim, psnr]
   fps                frames per second of a generator: videos= must then be a callable prompts -> videos,
                      because ready-made videos carry no timing. The CLI times each sampler itself.
 The CLIP judge is, by default, a tiny CLIP trained here on ground-truth toy videos (no pretrained weights can be
@@ -31,7 +31,6 @@ Every table has two rows that make the numbers mean something:
                             prompt (oracle, CLIP score), its frames alternating with the neighbour's frames (frame
                             consistency), the neighbour's continuation compared with its own (SSIM, PSNR)
 """
-import argparse
 import json
 import math
 import os
@@ -223,7 +222,8 @@ def embed_videos(judge, videos):
     which cannot see the order of the frames."""
     B, Fr, _, H, W = videos.shape
     if judge["tokenizer"] is not None:
-        return F.normalize(embed_frames(judge, videos.flatten(0, 1)).view(B, Fr, -1).mean(1), dim=-1)
+        frames = embed_frames(judge, videos.flatten(0, 1)).view(B, Fr, -1)      # (B*F, 3, H, W) -> (B, F, D)
+        return F.normalize(frames.mean(1), dim=-1)
     if H != judge["resolution"] or W != judge["resolution"]:
         raise ValueError(f"the toy CLIP judges {judge['resolution']}x{judge['resolution']} videos, got {H}x{W}")
     return _unit(judge["model"].get_image_features(pixel_values=clip_pixels(videos, judge["frames"])))
@@ -357,7 +357,8 @@ def hard_negative_retrieval(judge, n=400, frames=12, resolution=32):
             if a["scene"] == "object" else {"reversed transition": [dict(a, colour_from=a["colour_to"],
                                                                          colour_to=a["colour_from"])]}
         for kind, negatives in kinds.items():
-            sims = torch.stack([text[q] for q in [p] + [toydata.prompt_from_attributes(x) for x in negatives]]) @ v[i]
+            candidates = [p] + [toydata.prompt_from_attributes(x) for x in negatives]     # the right one first
+            sims = torch.stack([text[q] for q in candidates]) @ v[i]                 # (1 + negatives,) cosines
             hits.setdefault(kind, []).append(float(sims.argmax() == 0))
     return {k: 100 * sum(h) / len(h) for k, h in hits.items()}
 
@@ -401,6 +402,8 @@ def evaluate_videos(videos, prompts, metrics=("oracle", "clip_score", "frame_con
     if "fps" in metrics:
         out["fps"] = B * Fr / out["seconds"]
     if "oracle" in metrics:
+        if H != W:
+            raise ValueError(f"the oracle reads square toy frames, got {H}x{W}")
         out["oracle"] = oracle_scores(videos, prompts)
         out["oracle_windows"] = window_curve(videos, prompts, window=min(3, Fr))
     if "clip_score" in metrics or "frame_consistency" in metrics:

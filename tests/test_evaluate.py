@@ -202,6 +202,7 @@ def test_fps_times_a_generator():
     (dict(metrics=["oracle", "fid"]), "unknown metric"),
     (dict(videos=torch.zeros(2, 12, 1, 32, 32)), r"shape \(B, F, 3, H, W\)"),
     (dict(videos=torch.zeros(12, 3, 32, 32)), r"shape \(B, F, 3, H, W\)"),
+    (dict(videos=torch.zeros(2, 12, 3, 32, 16)), "square toy frames, got 32x16"),
     (dict(videos=torch.full((2, 12, 3, 32, 32), 255.0)), r"\[-1, 1\]"),
     (dict(videos=torch.full((2, 12, 3, 32, 32), float("nan"))), "NaN"),
     (dict(videos=[torch.zeros(12, 3, 32, 32), torch.zeros(6, 3, 32, 32)]), "share one shape"),
