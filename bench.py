@@ -28,18 +28,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import toydata
-from model import CausalDiT, ModelConfig, add_noise, euler_sample, stream_sample, student_sigmas
-
-
-def median_seconds(fn, repeats):
-    """Median wall time of fn() over `repeats` calls, after one warm-up call (first calls allocate)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from evaluate import median_seconds
+from model import CausalDiT, add_noise, euler_sample, stream_sample, student_sigmas
 
 
 def peak_rss_mb(reset=False):
