@@ -114,7 +114,7 @@ def late_window_adherence(videos, prompts, window=3):
 def _image_pair(a, b):
     if not (torch.is_tensor(a) and torch.is_tensor(b)) or a.dim() != 4 or a.shape[1] != 3 or a.shape != b.shape:
         shapes = [tuple(x.shape) if torch.is_tensor(x) else type(x).__name__ for x in (a, b)]
-        raise ValueError(f"ssim and psnr compare two images batches of one shape (B, 3, H, W), got {shapes}")
+        raise ValueError(f"ssim and psnr compare two image batches of one shape (B, 3, H, W), got {shapes}")
     return a.detach().double().cpu(), b.detach().double().cpu()  # float64: the sums of squares stay exact
 
 
