@@ -41,13 +41,7 @@ def needs_slow(request):
         pytest.skip("slow: run with python -m pytest -m slow")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # bit-for-bit comparisons need one float summation order; kill_resume runs its subprocesses on one thread too
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def call_main(main, *args):
