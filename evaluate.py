@@ -438,6 +438,24 @@ def evaluate_videos(videos, prompts, metrics=("oracle", "clip_score", "frame_con
 # of the ground-truth video is the reference.
 
 @torch.no_grad()
+@torch.no_grad()
+def prompt_sensitivity(model, prompt, other, sigmas=(0.5, 0.8, 0.95, 1.0), n=16, frames=12, resolution=32):
+    """Does a word change what the model draws? Ground-truth videos of `prompt` (seeds 0..n-1) are noised to each
+    sigma (one fixed noise), and the model's x0 predictions under `prompt` and under `other` are compared:
+    returns {sigma: mean squared difference} (pixel range 2). A model that ignores the words that differ gives
+    ~0 at every sigma; the README's diagnosis compares "left to right" with "right to left" this way:
+        python -c "from evaluate import *; m, _ = load_model('out/tiny', 'teacher'); print(prompt_sensitivity(m,
+            'A white circle moving from left to right', 'A white circle moving from right to left'))"  """
+    x0 = toydata.render_batch([prompt] * n, list(range(n)), frames, resolution)      # (n, F, C, H, W)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    a, b = toydata.tokenize([prompt] * n), toydata.tokenize([other] * n)
+    out = {}
+    for s in sigmas:
+        x_t, t = add_noise(x0, eps, torch.full((n,), s)), torch.full((n, frames), 1000 * s)
+        out[s] = (model(x_t, t, a) - model(x_t, t, b)).pow(2).mean().item()
+    return out
+
+
 def continue_videos(model, config, truth, prompts, seeds, which):
     """Ground-truth videos (B, F, 3, H, W) -> (B, F, 3, H, W): the truth's first chunk, then the model's frames.
     Causal models (ode, self_forcing): the truth's first chunk enters the KV cache as clean context at t = 0,

@@ -263,3 +263,15 @@ def test_cli_errors_are_one_line(micro_run, tmp_path, extra, needle):
     r = run_py("evaluate.py", "--out_dir", out, *extra)
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_prompt_sensitivity_is_zero_for_the_same_prompt_and_positive_for_another(micro_run):
+    from evaluate import load_model, prompt_sensitivity
+    out, _ = micro_run
+    model, config = load_model(out, "teacher")
+    p = "A white circle moving from left to right"
+    same = prompt_sensitivity(model, p, p, n=2, frames=config["num_frames"], resolution=config["resolution"])
+    assert set(same) == {0.5, 0.8, 0.95, 1.0} and all(v == 0.0 for v in same.values())
+    other = prompt_sensitivity(model, p, "A red square moving clockwise", n=2, frames=config["num_frames"],
+                               resolution=config["resolution"])
+    assert all(v >= 0.0 for v in other.values()) and sum(other.values()) > 0, other
