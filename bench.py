@@ -122,45 +122,41 @@ def training_steps(teacher, student, config):
     critic.load_state_dict(teacher.state_dict())
     critic_opt = opt(critic, 1e-9)
 
-    def diffusion_step(model, o, B, mode, **kw):
-        videos, prompts, _ = toydata.sample_batch(B, F_, res, gen)
-        sigma = train.sample_sigma(B, gen)[:, None].expand(B, F_)                 # (B, F)
-        x_t = add_noise(videos, torch.randn(videos.shape, generator=gen), sigma)
-        clean = dict(clean=videos) if mode == "teacher_forcing" else {}
-        loss = F.mse_loss(model(x_t, 1000 * sigma, toydata.tokenize(prompts), mode=mode, **clean), videos)
+    def update(o, loss):
         o.zero_grad(set_to_none=True)
         loss.backward()
         o.step()
 
-    def self_forcing_step():
-        # what one iteration of train_self_forcing costs on average: a critic step every iteration, a generator
-        # step (rollout with gradient + DMD) every dfake_gen_update_ratio iterations
-        _, prompts, _ = toydata.sample_batch(config["sf_batch"], 1, 8, gen)
-        tokens = toydata.tokenize(prompts)
+    def diffusion_step(model, o, B, mode):
+        videos, prompts, _ = toydata.sample_batch(B, F_, res, gen)
+        sigma = train.sample_sigma(B, gen)[:, None].expand(B, F_)                 # (B, F)
+        x_t = add_noise(videos, torch.randn(videos.shape, generator=gen), sigma)
+        clean = dict(clean=videos) if mode == "teacher_forcing" else {}
+        update(o, F.mse_loss(model(x_t, 1000 * sigma, toydata.tokenize(prompts), mode=mode, **clean), videos))
+
+    def sf_tokens():
+        _, prompts, _ = toydata.sample_batch(config["sf_batch"], 1, 8, gen)        # prompts only, as in train.py
+        return toydata.tokenize(prompts)
+
+    def critic_step():  # train_self_forcing runs one every iteration, on a rollout without gradient
+        tokens = sf_tokens()
         with torch.no_grad():
             x = train.self_forcing_rollout(student, tokens, gen, dev, grad=False)
-        loss = train.critic_loss(critic, x, tokens, gen, dev)
-        critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        critic_opt.step()
+        update(critic_opt, train.critic_loss(critic, x, tokens, gen, dev))
 
-    def generator_step():
-        _, prompts, _ = toydata.sample_batch(config["sf_batch"], 1, 8, gen)
-        tokens = toydata.tokenize(prompts)
+    def generator_step():  # ... and one of these every dfake_gen_update_ratio iterations
+        tokens = sf_tokens()
         x = train.self_forcing_rollout(student, tokens, gen, dev, grad=True)
-        loss = train.dmd_loss(x, tokens, teacher, critic, gen, dev)
-        student_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        student_opt.step()
+        update(student_opt, train.dmd_loss(x, tokens, teacher, critic, gen, dev))
 
     return {
         "teacher (bidirectional diffusion loss)": lambda: diffusion_step(teacher, teacher_opt, config["teacher_batch"],
                                                                          "bidirectional"),
-        "ODE init (block-causal regression)": lambda: diffusion_step(student, student_opt, config["ode_batch"],
+        "ODE init (block-causal forward + backward)": lambda: diffusion_step(student, student_opt, config["ode_batch"],
                                                                      "causal"),
         "teacher forcing (ablation baseline), SF batch": lambda: diffusion_step(student, student_opt,
                                                                                 config["sf_batch"], "teacher_forcing"),
-        "Self Forcing critic step, SF batch": self_forcing_step,
+        "Self Forcing critic step, SF batch": critic_step,
         "Self Forcing generator step (rollout + DMD), SF batch": generator_step,
     }
 
