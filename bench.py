@@ -8,7 +8,7 @@ one run (medians of --repeats), so the ratios hold on a shared, noisy machine.
 What it measures (B = 1 for sampling, each stage's own batch for training):
   KV cache vs recompute    streaming the student through the KV cache against recomputing the whole generated
                            context at every step, for 1x, 2x and 4x the training length (the gap grows with length)
-  student vs teacher       Self Forcing's 4-step streaming against the teacher's 16-step CFG Euler sampler, same clip
+  student vs teacher       Self Forcing's 4-step streaming against the teacher's chunk-wise CFG Euler sampler, same clip
   first chunk, FPS         time until the first K frames exist, and frames per second of the whole clip
   training iterations      one iteration of each stage; Self Forcing's (one critic step, and one generator step
                            every dfake_gen_update_ratio) against a teacher-forcing step (the ablation's baseline)
@@ -95,7 +95,7 @@ def sampling_rows(teacher, student, config, repeats):
                 f"{cached * 1000:.0f} ms vs {recompute * 1000:.0f} ms", f"{recompute / cached:.1f}x")
         noise = torch.randn(1, F_, 3, res, res, generator=gen())
         t_teacher = median_seconds(lambda: euler_sample(teacher, tokens, noise, config["teacher_steps"],
-                                                        config["shift"], config["guidance"]), repeats)
+                                                        config["shift"], config["guidance"], chunk=K), repeats)
         t_student = median_seconds(lambda: stream(F_, True), repeats)
         rows[f"student 4-step streaming vs teacher {config['teacher_steps']}-step CFG, {F_} frames"] = (
             f"{t_student * 1000:.0f} ms vs {t_teacher * 1000:.0f} ms", f"{t_teacher / t_student:.1f}x")
@@ -152,8 +152,8 @@ def training_steps(teacher, student, config):
     return {
         "teacher (bidirectional diffusion loss)": lambda: diffusion_step(teacher, teacher_opt, config["teacher_batch"],
                                                                          "bidirectional"),
-        "ODE init (block-causal forward + backward)": lambda: diffusion_step(student, student_opt, config["ode_batch"],
-                                                                     "causal"),
+        "ODE init ([clean | noisy] forward + backward)": lambda: diffusion_step(student, student_opt,
+                                                                                config["ode_batch"], "teacher_forcing"),
         "teacher forcing (ablation baseline), SF batch": lambda: diffusion_step(student, student_opt,
                                                                                 config["sf_batch"], "teacher_forcing"),
         "Self Forcing critic step, SF batch": critic_step,

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import toydata
-from model import add_noise, cfg_context, cfg_x0, euler_sigmas, student_sigmas, x0_to_v
+from model import add_noise, euler_sample, student_sigmas
 from sample import OneLineParser, SampleError, generate, load_model
 
 MODELS = ["teacher", "ode", "self_forcing"]
@@ -91,6 +91,19 @@ def oracle_scores(videos, prompts):
         for k, ok in toydata.adherence(v, p).items():
             hits.setdefault(k, []).append(float(ok))
     return {k: 100 * sum(x) / len(x) for k, x in hits.items()}
+
+
+def motion_confusion(videos, prompts):
+    """Which motion the oracle reads for each motion asked: {asked: {read: count}} over the object prompts.
+    A model that knows the axis but not the sign reads left_to_right as right_to_left about as often as not."""
+    table = {}
+    for v, p in zip(videos, prompts):
+        asked = toydata.parse_prompt(p).get("motion")
+        if asked is not None:                                                   # transitions have no motion
+            read = str(toydata.read_video(v).get("motion"))                     # 'None': no single object
+            table.setdefault(asked, {}).setdefault(read, 0)
+            table[asked][read] += 1
+    return table
 
 
 def window_curve(videos, prompts, window=3):
@@ -438,21 +451,24 @@ def evaluate_videos(videos, prompts, metrics=("oracle", "clip_score", "frame_con
 # of the ground-truth video is the reference.
 
 @torch.no_grad()
-@torch.no_grad()
-def prompt_sensitivity(model, prompt, other, sigmas=(0.5, 0.8, 0.95, 1.0), n=16, frames=12, resolution=32):
+def prompt_sensitivity(model, prompt, other, sigmas=(0.5, 0.8, 0.95, 1.0), n=16, frames=12, resolution=32,
+                       context=0):
     """Does a word change what the model draws? Ground-truth videos of `prompt` (seeds 0..n-1) are noised to each
     sigma (one fixed noise), and the model's x0 predictions under `prompt` and under `other` are compared:
-    returns {sigma: mean squared difference} (pixel range 2). A model that ignores the words that differ gives
-    ~0 at every sigma; the README's diagnosis compares "left to right" with "right to left" this way:
+    returns {sigma: mean squared difference} (pixel range 2) over the noised frames. A model that ignores the
+    words that differ gives ~0 at every sigma. context=c keeps the first c frames clean (t = 0), as the chunk-wise
+    sampler shows finished chunks. The README's diagnosis compares "left to right" with "right to left" this way:
         python -c "from evaluate import *; m, _ = load_model('out/tiny', 'teacher'); print(prompt_sensitivity(m,
-            'A white circle moving from left to right', 'A white circle moving from right to left'))"  """
+            'A white circle moving from left to right', 'A white circle moving from right to left', context=3))" """
     x0 = toydata.render_batch([prompt] * n, list(range(n)), frames, resolution)      # (n, F, C, H, W)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
     a, b = toydata.tokenize([prompt] * n), toydata.tokenize([other] * n)
     out = {}
     for s in sigmas:
-        x_t, t = add_noise(x0, eps, torch.full((n,), s)), torch.full((n, frames), 1000 * s)
-        out[s] = (model(x_t, t, a) - model(x_t, t, b)).pow(2).mean().item()
+        sigma = torch.full((n, frames), float(s))
+        sigma[:, :context] = 0.0                                                     # the clean context
+        x_t = add_noise(x0, eps, sigma)
+        out[s] = (model(x_t, 1000 * sigma, a) - model(x_t, 1000 * sigma, b))[:, context:].pow(2).mean().item()
     return out
 
 
@@ -460,21 +476,15 @@ def continue_videos(model, config, truth, prompts, seeds, which):
     """Ground-truth videos (B, F, 3, H, W) -> (B, F, 3, H, W): the truth's first chunk, then the model's frames.
     Causal models (ode, self_forcing): the truth's first chunk enters the KV cache as clean context at t = 0,
     as a generated chunk would (teacher-forced context), and the other chunks stream as in sample.py: 4 steps,
-    re-noising with fresh noise between steps. The bidirectional teacher has no cache: it runs its Euler sampler
-    with CFG on all frames, and before every step the first chunk is replaced by the truth noised to the current
-    sigma (the 'replacement' method for known frames, Song et al. 2021; Ho et al. 2022). Noise from each seed."""
+    re-noising with fresh noise between steps. The bidirectional teacher has no cache: its chunk-wise Euler sampler
+    (CFG) starts after the truth's first chunk, which it sees clean at t = 0 as it would its own. Noise from each seed."""
     K, (B, Fr) = config["chunk"], truth.shape[:2]
     tokens = toydata.tokenize(prompts)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     if which == "teacher":
         noise = torch.stack([torch.randn(truth.shape[1:], generator=g) for g in gens])   # (B, F, 3, H, W)
-        sigmas, g = euler_sigmas(config["teacher_steps"], config["shift"]), config["guidance"]
-        ctx, x = cfg_context(model, tokens, g), noise
-        for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-            x = torch.cat([add_noise(truth[:, :K], noise[:, :K], s), x[:, K:]], 1)   # known frames at this sigma
-            x0 = cfg_x0(model, x, torch.full((B, Fr), 1000 * s), ctx, g)
-            x = x + (s_next - s) * x0_to_v(x0, x, s)                                  # Euler step
-        return torch.cat([truth[:, :K], x[:, K:]], 1)
+        return euler_sample(model, tokens, noise, config["teacher_steps"], config["shift"], config["guidance"],
+                            chunk=K, prefix=truth[:, :K])
     sigmas = student_sigmas(4, config["shift"])
     noise = torch.stack([torch.randn(len(sigmas), *truth.shape[1:], generator=g) for g in gens], 1)  # (S, B, F, ...)
     cache = model.new_cache(tokens, window=config.get("window") or config["num_frames"] - K,

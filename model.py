@@ -566,23 +566,39 @@ def cfg_x0(model, x, t, ctx, guidance, **kw):
 
 @torch.no_grad()
 def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0, mode="bidirectional",
-                 return_trajectory=False, sigmas=None):
+                 return_trajectory=False, sigmas=None, chunk=None, prefix=None):
     """Many-step sampler of the teacher (and of the TF/DF baselines with mode="causal"): Euler on the
     rectified-flow ODE from sigma = 1 to 0, on euler_sigmas(num_steps, shift) or an explicit grid.
+    chunk=K samples K frames at a time, as the student streams: while chunk i runs its Euler steps,
+    the chunks before it sit finished at t = 0 and the chunks after it stay at their noise at t = 1000
+    (the teacher's training includes that layout; see train.py). chunk=None: all frames together.
     return_trajectory=True: return instead the states x at every grid point, a tensor
-    (len(sigmas), B, F, C, H, W) whose [0] is the noise and [-1] the video."""
+    (len(sigmas), B, F, C, H, W) whose [0] is the noise and [-1] the video (chunk-wise: each chunk's
+    own state at that point of its own pass). prefix (B, P, C, H, W), P a multiple of K: known first
+    frames, kept clean; sampling starts after them (continuing a given first chunk)."""
     if sigmas is None:
         sigmas = euler_sigmas(num_steps, shift)
     sigmas = [float(s) for s in sigmas]
     assert len(sigmas) >= 2 and sigmas[-1] == 0 and all(a > b for a, b in zip(sigmas, sigmas[1:])), \
         f"sigmas must decrease strictly and end at 0; got {sigmas}"
+    F = noise.shape[1]
+    K = F if chunk is None else chunk
+    assert F % K == 0, f"{F} frames do not split into chunks of {K}"
+    P = 0 if prefix is None else prefix.shape[1]
+    assert P % K == 0 and P < F, f"prefix of {P} frames must be a multiple of the chunk {K} and shorter than {F}"
     ctx = cfg_context(model, tokens, guidance)
-    x, traj = noise, [noise]
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        t = torch.full(x.shape[:2], 1000 * s, device=x.device)      # (B, F)
-        x0 = cfg_x0(model, x, t, ctx, guidance, mode=mode)
-        x = x + (s_next - s) * x0_to_v(x0, x, s)                    # Euler step, dx/dsigma = v
-        traj.append(x)
+    x = noise.clone()
+    if P:
+        x[:, :P] = prefix
+    traj = [x.clone() for _ in sigmas]
+    for start in range(P, F, K):
+        here = slice(start, start + K)
+        for j, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
+            t = torch.full(x.shape[:2], 1000.0, device=x.device)    # (B, F): the future is pure noise ...
+            t[:, :start], t[:, here] = 0.0, 1000 * s                  # ... the past finished, this chunk at s
+            x0 = cfg_x0(model, x, t, ctx, guidance, mode=mode)
+            x[:, here] = x[:, here] + (s_next - s) * x0_to_v(x0[:, here], x[:, here], s)  # Euler, dx/dsigma = v
+            traj[j + 1][:, here] = x[:, here]
     return torch.stack(traj) if return_trajectory else x
 
 
@@ -630,7 +646,7 @@ def stream_sample(model, tokens, num_frames, sigmas, generator=None, noise=None,
             if j + 1 < S:
                 x = add_noise(x0, noise[j + 1, :, start:start + K], sigmas[j + 1])
         chunks.append(x0)
-        if kv_cache:
+        if kv_cache and start + K < num_frames:                      # the last chunk's K/V would never be read
             model.append_to_cache(x0, cache, start)
         if progress is not None:
             progress(ci, x0)

@@ -370,16 +370,19 @@ def student_trajectory(model, config, prompt, seed=0, chunk_index=0):
 
 @torch.no_grad()
 def teacher_trajectory(model, config, prompt, seed=0, frames=slice(0, 3)):
-    """The teacher's Euler sampler on the whole clip, seen every steps/4 steps, i.e. exactly at the student's
-    sigmas: a list of (sigma, x_t, x0_hat) of `frames`, and those frames at the end (sample.generate's video)."""
-    n, g, F, res = config["teacher_steps"], config["guidance"], config["num_frames"], config["resolution"]
+    """The teacher's chunk-wise Euler sampler, seen every steps/4 steps, i.e. exactly at the student's sigmas:
+    a list of (sigma, x_t, x0_hat) of the chunk `frames`, and that chunk at the end (sample.generate's video)."""
+    n, g, F, res, K = (config[k] for k in ("teacher_steps", "guidance", "num_frames", "resolution", "chunk"))
     tokens = toydata.tokenize([prompt])
     noise = torch.randn(F, 3, res, res, generator=torch.Generator().manual_seed(seed))[None]   # (1, F, C, H, W)
-    traj = euler_sample(model, tokens, noise, n, config["shift"], g, return_trajectory=True)   # (n+1, 1, F, C, H, W)
+    traj = euler_sample(model, tokens, noise, n, config["shift"], g, return_trajectory=True, chunk=K)  # (n+1, 1, F, C, H, W)
     sigmas, ctx = euler_sigmas(n, config["shift"]), cfg_context(model, tokens, g)
+    a, b = frames.start, frames.stop
     steps = []
-    for i in range(0, n, max(1, n // 4)):     # the teacher's own x0 prediction at the states it passed through
-        x0 = cfg_x0(model, traj[i], torch.full((1, F), 1000 * sigmas[i]), ctx, g)               # (1, F, C, H, W)
+    for i in range(0, n, max(1, n // 4)):     # the teacher's own x0 prediction at the states it passed through:
+        x = torch.cat([traj[-1, :, :a], traj[i, :, a:b], noise[:, b:]], 1)     # finished past, this chunk, noise
+        t = torch.tensor([0.0] * a + [1000 * sigmas[i]] * (b - a) + [1000.0] * (F - b))[None]   # (1, F)
+        x0 = cfg_x0(model, x, t, ctx, g)                                         # (1, F, C, H, W)
         steps.append((sigmas[i], traj[i, 0, frames], x0[0, frames]))
     return steps, traj[-1, 0, frames]
 
@@ -399,7 +402,7 @@ def plot_trajectory(path, config, prompt, seed=0, student=None, teacher=None, ch
         steps, end = teacher_trajectory(teacher, config, prompt, seed, slice(start, start + K))
         rows += [("teacher\nx_t", [x for _, x, _ in steps] + [None]),
                  ("teacher\nx̂0", [x0 for _, _, x0 in steps] + [end])]
-        notes.append(f"teacher: {config['teacher_steps']} Euler steps on all {config['num_frames']} frames at once "
+        notes.append(f"teacher: {config['teacher_steps']} Euler steps on this chunk, the chunks before it finished "
                      f"(CFG {config['guidance']:g}), seen every {every} steps")
     assert rows, "plot_trajectory needs a student or a teacher"
     fig = new_figure(1.0 + 0.62 * len(rows))

@@ -1,7 +1,8 @@
-# The tiny model trained longer on the same 2-core CPU: about 35-45 minutes for all four stages.
-# Measured 2026-11-29 in the PREVIOUS toy world (objects kept inside the frame): no better than config/tiny.py
-# (teacher 25.0%, Self Forcing 20.3% all-correct). Not yet re-measured in the torus world; the tiny run's
-# diagnosis (README, "Status") says why more steps alone are unlikely to teach the motion words.
+# The tiny model trained longer on the same 2-core CPU: about 40-45 minutes for all four stages (estimated from the
+# tiny run's per-stage times; the chunk-wise teacher sampler makes the ODE pairs 4x dearer than before).
+# Measured 2026-11-29 only in the PREVIOUS toy world (objects kept inside the frame): no better than config/tiny.py
+# (teacher 25.0%, Self Forcing 20.3% all-correct). Not yet run with the chunk-wise teacher; the README ("What is
+# left is the sign") says why more steps alone are unlikely to fix the direction's sign.
 out_dir = "out/cpu_long"
 teacher_iters = 8000
 eval_interval = 1000

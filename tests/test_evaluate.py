@@ -275,3 +275,19 @@ def test_prompt_sensitivity_is_zero_for_the_same_prompt_and_positive_for_another
     other = prompt_sensitivity(model, p, "A red square moving clockwise", n=2, frames=config["num_frames"],
                                resolution=config["resolution"])
     assert all(v >= 0.0 for v in other.values()) and sum(other.values()) > 0, other
+    # with clean context, only the noised frames count, and the context frames enter the model at t = 0
+    ctx = prompt_sensitivity(model, p, "A red square moving clockwise", n=2, frames=config["num_frames"],
+                             resolution=config["resolution"], context=3)
+    assert sum(ctx.values()) > 0 and ctx != other, (ctx, other)
+
+
+def test_motion_confusion_counts_what_the_oracle_reads():
+    from evaluate import motion_confusion
+    import toydata
+    prompts = ["A red circle moving from left to right", "A red circle moving from right to left",
+               "Color gradient transitioning from blue to red"]
+    truth = toydata.render_batch(prompts, [0, 1, 2], 12, 32)
+    assert motion_confusion(truth, prompts) == {"left_to_right": {"left_to_right": 1},
+                                                "right_to_left": {"right_to_left": 1}}
+    flipped = motion_confusion(truth.flip(-1), prompts)                           # mirrored videos: every sign wrong
+    assert flipped == {"left_to_right": {"right_to_left": 1}, "right_to_left": {"left_to_right": 1}}, flipped

@@ -325,3 +325,29 @@ def test_empty_prompt_uses_learned_null_context():
     # precomputed ctx gives the same answer as tokens
     with torch.no_grad():
         assert torch.equal(model(x, t, ctx=(ctx, mask)), model(x, t, tok))
+
+
+def test_chunkwise_euler_sample_keeps_the_past_finished_and_the_future_noise():
+    """The teacher's chunk-wise sampler: chunk i runs its Euler steps with the chunks before it finished at t = 0
+    and the chunks after it at their noise at t = 1000; a prefix is kept as given."""
+    model = make_model(chunk=3)
+    _, _, tok = inputs(model)
+    noise = torch.randn(2, 6, 3, 16, 16)
+    traj = M.euler_sample(model, tok, noise, 4, 3.0, guidance=2.0, return_trajectory=True, chunk=3)
+    out = M.euler_sample(model, tok, noise, 4, 3.0, guidance=2.0, chunk=3)
+    assert torch.equal(traj[0], noise) and torch.equal(traj[-1], out)
+    # chunk 0 by hand: Euler over frames 0-2 only, frames 3-5 held at their noise with t = 1000
+    sig, ctx, x = M.euler_sigmas(4, 3.0), M.cfg_context(model, tok, 2.0), noise.clone()
+    with torch.no_grad():
+        for s, s_next in zip(sig[:-1], sig[1:]):
+            t = torch.tensor([1000 * s] * 3 + [1000.0] * 3).expand(2, 6)
+            x0 = M.cfg_x0(model, x, t, ctx, 2.0)
+            x[:, :3] = x[:, :3] + (s_next - s) * M.x0_to_v(x0[:, :3], x[:, :3], s)
+    assert maxdiff(out[:, :3], x[:, :3]) <= TOL
+    assert maxdiff(out[:, :3], M.euler_sample(model, tok, noise, 4, 3.0, guidance=2.0)[:, :3]) > 1e-4  # not joint
+    # a given first chunk stays exactly as given, and only the frames after it are sampled
+    prefix = torch.rand(2, 3, 3, 16, 16) * 2 - 1
+    cont = M.euler_sample(model, tok, noise, 4, 3.0, guidance=2.0, chunk=3, prefix=prefix)
+    assert torch.equal(cont[:, :3], prefix) and maxdiff(cont[:, 3:], out[:, 3:]) > 1e-4
+    # chunk = the whole clip is the joint sampler
+    assert maxdiff(M.euler_sample(model, tok, noise, 4, 3.0, chunk=6), M.euler_sample(model, tok, noise, 4, 3.0)) == 0

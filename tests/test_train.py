@@ -61,3 +61,14 @@ def test_bad_config_is_one_clear_line(tmp_path):
     assert r.returncode != 0 and "not divisible by chunk" in r.stderr and "Traceback" not in r.stderr
     r = run_py("train.py", "config/nope.py")
     assert r.returncode != 0 and "config file not found" in r.stderr
+
+
+def test_stream_layout_is_what_the_chunkwise_sampler_shows():
+    import train
+    sigma = torch.full((3, 6), 0.7)
+    now = torch.tensor([0, 2, 4])
+    got = train.stream_layout(sigma, now, 2)
+    want = torch.tensor([[0.7, 0.7, 1, 1, 1, 1],
+                         [0, 0, 0.7, 0.7, 1, 1],
+                         [0, 0, 0, 0, 0.7, 0.7]])
+    assert torch.allclose(got, want), got
