@@ -536,6 +536,15 @@ def student_sigmas(num_steps=4, shift=5.0):
     return [shift_sigma(1.0 - i / num_steps, shift) for i in range(num_steps)]
 
 
+def stream_layout(sigma, now, chunk):
+    """sigma (B, F) -> (B, F): what the chunk-wise sampler shows the teacher while it makes the chunk starting at
+    frame now[b]: the frames before it finished (0), the chunk at its level sigma, the frames after it noise (1).
+    The teacher trains on this layout (train.py, teacher_stream) and euler_sample(chunk=K) samples in it."""
+    f = torch.arange(sigma.shape[1], device=sigma.device)[None, :]               # (1, F)
+    now = torch.as_tensor(now, device=sigma.device).reshape(-1, 1)              # (B, 1)
+    return torch.where(f < now, 0.0, torch.where(f < now + chunk, sigma, 1.0))
+
+
 def euler_sigmas(num_steps, shift):
     """num_steps + 1 sigmas from 1 to 0 on a shifted uniform grid. When num_steps is a multiple of
     4 (the student's step count), the student's sigmas sit exactly at grid indices 0, n/4, n/2, 3n/4."""
@@ -590,15 +599,15 @@ def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0,
     x = noise.clone()
     if P:
         x[:, :P] = prefix
-    traj = [x.clone() for _ in sigmas]
+    traj = [x.clone() for _ in sigmas] if return_trajectory else None
     for start in range(P, F, K):
         here = slice(start, start + K)
         for j, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
-            t = torch.full(x.shape[:2], 1000.0, device=x.device)    # (B, F): the future is pure noise ...
-            t[:, :start], t[:, here] = 0.0, 1000 * s                  # ... the past finished, this chunk at s
+            t = 1000 * stream_layout(x.new_full(x.shape[:2], s), start, K)   # (B, F) past 0, chunk s, future 1
             x0 = cfg_x0(model, x, t, ctx, guidance, mode=mode)
             x[:, here] = x[:, here] + (s_next - s) * x0_to_v(x0[:, here], x[:, here], s)  # Euler, dx/dsigma = v
-            traj[j + 1][:, here] = x[:, here]
+            if traj is not None:
+                traj[j + 1][:, here] = x[:, here]
     return torch.stack(traj) if return_trajectory else x
 
 

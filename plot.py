@@ -39,8 +39,8 @@ from matplotlib.patches import Patch
 
 import sample
 import toydata
-from model import (add_noise, cfg_context, cfg_x0, euler_sample, euler_sigmas, make_attention_mask, stream_sample,
-                   student_sigmas)
+from model import (add_noise, cfg_context, cfg_x0, euler_sample, euler_sigmas, make_attention_mask, stream_layout,
+                   stream_sample, student_sigmas)
 from sample import CHECKPOINTS, OneLineParser, SampleError, generate, load_model, to_uint8, upscale
 
 WIDTH, GIF_WIDTH, DPI = 7.0, 4.2, 100      # inches; 700 px in the README, GIFs smaller to stay well under 1 MB
@@ -381,7 +381,7 @@ def teacher_trajectory(model, config, prompt, seed=0, frames=slice(0, 3)):
     steps = []
     for i in range(0, n, max(1, n // 4)):     # the teacher's own x0 prediction at the states it passed through:
         x = torch.cat([traj[-1, :, :a], traj[i, :, a:b], noise[:, b:]], 1)     # finished past, this chunk, noise
-        t = torch.tensor([0.0] * a + [1000 * sigmas[i]] * (b - a) + [1000.0] * (F - b))[None]   # (1, F)
+        t = 1000 * stream_layout(torch.full((1, F), sigmas[i]), a, b - a)      # (1, F) past 0, chunk s, future 1
         x0 = cfg_x0(model, x, t, ctx, g)                                         # (1, F, C, H, W)
         steps.append((sigmas[i], traj[i, 0, frames], x0[0, frames]))
     return steps, traj[-1, 0, frames]

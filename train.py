@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 import toydata
 from configurator import ConfigError, configure
-from model import CausalDiT, ModelConfig, add_noise, euler_sample, shift_sigma, stream_sample, student_sigmas
+from model import (CausalDiT, ModelConfig, add_noise, euler_sample, shift_sigma, stream_layout, stream_sample,
+                   student_sigmas)
 
 # -----------------------------------------------------------------------------
 # default config: the tiny CPU run. config/*.py files hold only the values they change.
@@ -425,14 +426,6 @@ def dropout_prompts(tokens, p, gen):
     # replace a fraction p of prompts by the empty prompt (all pad): the same network then also predicts uncond
     drop = torch.rand(tokens.shape[0], generator=gen) < p                       # (B,)
     return torch.where(drop[:, None].to(tokens.device), torch.zeros_like(tokens), tokens)
-
-
-def stream_layout(sigma, now, chunk):
-    """sigma (B, F) -> (B, F): what the chunk-wise sampler shows the teacher while it makes the chunk starting at
-    frame now[b]: the frames before it finished (0), the chunk at its level sigma, the frames after it noise (1)."""
-    f = torch.arange(sigma.shape[1])[None, :]                                   # (1, F)
-    now = now[:, None]                                                          # (B, 1)
-    return torch.where(f < now, 0.0, torch.where(f < now + chunk, sigma, 1.0))
 
 
 def sample_sigma(n, gen):

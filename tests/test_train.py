@@ -64,10 +64,10 @@ def test_bad_config_is_one_clear_line(tmp_path):
 
 
 def test_stream_layout_is_what_the_chunkwise_sampler_shows():
-    import train
+    from model import stream_layout  # the teacher's training layout (train.py) and euler_sample(chunk=K)'s
     sigma = torch.full((3, 6), 0.7)
     now = torch.tensor([0, 2, 4])
-    got = train.stream_layout(sigma, now, 2)
+    got = stream_layout(sigma, now, 2)
     want = torch.tensor([[0.7, 0.7, 1, 1, 1, 1],
                          [0, 0, 0.7, 0.7, 1, 1],
                          [0, 0, 0, 0, 0.7, 0.7]])
