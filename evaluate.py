@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import toydata
-from model import add_noise, euler_sample, student_sigmas
+from model import add_noise, euler_sample, stream_euler_sample, student_sigmas
 from sample import OneLineParser, SampleError, generate, load_model
 
 MODELS = ["teacher", "ode", "self_forcing"]
@@ -485,6 +485,11 @@ def continue_videos(model, config, truth, prompts, seeds, which):
         noise = torch.stack([torch.randn(truth.shape[1:], generator=g) for g in gens])   # (B, F, 3, H, W)
         return euler_sample(model, tokens, noise, config["teacher_steps"], config["shift"], config["guidance"],
                             chunk=K, prefix=truth[:, :K])
+    if which == "diffusion":  # the ablation's diffusion baselines: many Euler steps per chunk, the truth cached first
+        noise = torch.stack([torch.randn(truth.shape[1:], generator=g) for g in gens])   # (B, F, 3, H, W)
+        return stream_euler_sample(model, tokens, noise, config["teacher_steps"], config["shift"], config["guidance"],
+                                   window=config.get("window") or config["num_frames"] - K,
+                                   sink=config.get("sink", 0), prefix=truth[:, :K])
     sigmas = student_sigmas(4, config["shift"])
     noise = torch.stack([torch.randn(len(sigmas), *truth.shape[1:], generator=g) for g in gens], 1)  # (S, B, F, ...)
     cache = model.new_cache(tokens, window=config.get("window") or config["num_frames"] - K,

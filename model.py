@@ -417,10 +417,11 @@ class CausalDiT(nn.Module):
         return (self.unpatchify(self.final(h, c), F) if final else None), kvs
 
     def forward(self, x, t, tokens=None, mode="bidirectional", clean=None, window=None, sink=0,
-                frame_offset=0, ctx=None):
+                frame_offset=0, ctx=None, clean_t=None):
         """x (B, F, C, H, W) noisy video, t (B, F) = 1000*sigma per frame -> x0_hat (B, F, C, H, W).
         mode "teacher_forcing": clean (B, F, C, H, W) is the clean context, run at t = 0 in front
-        of x with the same RoPE positions; only x's predictions are returned.
+        of x with the same RoPE positions; only x's predictions are returned. clean_t (B, F): the
+        context's own levels instead of 0, when it is noisy ground truth (the DF+DMD baseline).
         window/sink: rolling-window mask for the causal modes (frame counts; sink = the first
         frames of x). ctx: optional precomputed encode_text(tokens) -> (ctx, ctx_mask)."""
         B, F = self._check_video(x, "x")
@@ -431,10 +432,11 @@ class CausalDiT(nn.Module):
             if clean is None or clean.shape != x.shape:
                 raise ValueError(f"mode 'teacher_forcing' needs clean= of x's shape {tuple(x.shape)}")
             x = torch.cat([clean, x], 1)                             # (B, 2F, C, H, W): [clean | noisy]
-            t = torch.cat([torch.zeros_like(t), t], 1)               # (B, 2F): clean context at t = 0
+            ct = torch.zeros_like(t) if clean_t is None else self._check_t(clean_t, B, F, x.device)
+            t = torch.cat([ct, t], 1)                                # (B, 2F): context at t = 0 (or clean_t)
             frames = frames.repeat(2)                                # (2F,): both halves share positions
-        elif clean is not None:
-            raise ValueError("clean= is only used by mode='teacher_forcing'")
+        elif clean is not None or clean_t is not None:
+            raise ValueError("clean= and clean_t= are only used by mode='teacher_forcing'")
         if mode == "bidirectional" and window is not None:
             raise ValueError("a rolling window only makes sense for causal modes, not 'bidirectional'")
         mask = None if mode == "bidirectional" else \
@@ -659,4 +661,37 @@ def stream_sample(model, tokens, num_frames, sigmas, generator=None, noise=None,
             model.append_to_cache(x0, cache, start)
         if progress is not None:
             progress(ci, x0)
+    return torch.cat(chunks, 1)                                      # (B, F, C, H, W)
+
+
+@torch.no_grad()
+def stream_euler_sample(model, tokens, noise, num_steps, shift, guidance=1.0, window=None, sink=0, prefix=None):
+    """Many-step streaming for causal models trained with the diffusion loss (the teacher-forcing and
+    diffusion-forcing baselines): chunk by chunk through the KV cache as stream_sample, but each chunk
+    takes num_steps deterministic Euler steps with CFG instead of 4 re-noised ones. noise (B, F, C, H, W);
+    prefix (B, P, C, H, W), P a multiple of K: known first frames that enter the cache as finished chunks."""
+    B, F = noise.shape[:2]
+    K = model.cfg.chunk
+    P = 0 if prefix is None else prefix.shape[1]
+    assert F % K == 0 and P % K == 0 and P < F, f"{F} frames and a prefix of {P} must be multiples of the chunk {K}"
+    sigmas = euler_sigmas(num_steps, shift)
+    ctx = cfg_context(model, tokens, guidance)                       # (B or 2B rows): cond [; uncond]
+    rows = ctx[0].shape[0]                                           # the cache holds cond and uncond streams
+    cache = model.new_cache(window=window, sink=sink, ctx=ctx)
+    double = (lambda v: torch.cat([v, v])) if rows != B else (lambda v: v)
+    chunks = []
+    for start in range(0, P, K):
+        chunks.append(prefix[:, start:start + K])
+        model.append_to_cache(double(chunks[-1]), cache, start)
+    for start in range(P, F, K):
+        x = noise[:, start:start + K].clone()                       # (B, K, C, H, W)
+        for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+            x0 = model.forward_chunk(double(x), x.new_full((rows, K), 1000 * s), cache, start)
+            if rows != B:
+                cond, uncond = x0.chunk(2)
+                x0 = uncond + guidance * (cond - uncond)             # (B, K, C, H, W)
+            x = x + (s_next - s) * x0_to_v(x0, x, s)                 # Euler, dx/dsigma = v
+        chunks.append(x)
+        if start + K < F:
+            model.append_to_cache(double(x), cache, start)
     return torch.cat(chunks, 1)                                      # (B, F, C, H, W)

@@ -44,7 +44,7 @@ from model import (add_noise, cfg_context, cfg_x0, euler_sample, euler_sigmas, m
 from sample import CHECKPOINTS, OneLineParser, SampleError, generate, load_model, to_uint8, upscale
 
 WIDTH, GIF_WIDTH, DPI = 7.0, 4.2, 100      # inches; 700 px in the README, GIFs smaller to stay well under 1 MB
-NAMES = {"teacher": "teacher", "ode": "ODE init", "self_forcing": "Self Forcing"}
+NAMES = {"teacher": "teacher", "ode": "ODE init", "self_forcing": "Self Forcing", "diffusion": "TF/DF baseline"}
 
 
 def new_figure(height, width=WIDTH):
@@ -471,6 +471,47 @@ def plot_drift(curves, train_frames, path, window=3, note=""):
     return save(fig, path)
 
 
+def plot_ablation(results, truth_drift, train_frames, path, window=3):
+    """ablation.py's figure. results[setting][row] = list over seeds of dicts with 'drift' (drift_curves of 4x-long
+    rollouts) and 'curve' ([(training seconds after the teacher, oracle all-correct %)]). Top: drift of all-correct
+    and of motion alone, a column per setting (seeds averaged); bottom: quality against training time."""
+    settings = list(results)
+    fig = new_figure(7.6)
+    axes = fig.subplots(3, len(settings), squeeze=False)
+    colours = {"teacher forcing": "C0", "diffusion forcing": "C2", "TF + DMD": "C9", "DF + DMD": "C8",
+               "Self Forcing": "C3"}
+    for col, setting in enumerate(settings):
+        for row, key in enumerate(("all", "motion")):
+            ax = axes[row, col]
+            x = np.arange(len(truth_drift[key])) + window - 1
+            ax.plot(x, truth_drift[key], "k--", lw=1.2, label="ground truth")
+            for name, runs in results[setting].items():
+                ax.plot(x, np.mean([r["drift"][key] for r in runs], 0), color=colours.get(name), lw=1.3,
+                        label=f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+            ax.axvline(train_frames - 0.5, color="0.5", lw=1, ls=":")
+            ax.set_ylim(-3, 103)
+            ax.set_title(f"{setting}: {'all attributes' if key == 'all' else 'motion'} right, per "
+                         f"{window}-frame window", fontsize=9)
+            ax.set_xlabel(f"frame (dotted: training length {train_frames})", fontsize=8)
+            ax.tick_params(labelsize=8)
+        ax = axes[2, col]
+        for name, runs in results[setting].items():
+            if name not in ("Self Forcing", "teacher forcing", "diffusion forcing"):
+                continue
+            for i, r in enumerate(runs):
+                xs, ys = zip(*r["curve"]) if r["curve"] else ((), ())
+                ax.plot(xs, ys, "o-", color=colours[name], lw=1, ms=3, alpha=0.8, label=name if i == 0 else None)
+        ax.set_title(f"{setting}: quality against training time", fontsize=9)
+        ax.set_xlabel("seconds of training after the shared teacher", fontsize=8)
+        ax.set_ylim(-3, 103)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7, frameon=False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("% of videos (oracle)", fontsize=9)
+    axes[0, -1].legend(fontsize=7, frameon=False, loc="upper right")
+    return [save(fig, path)]
+
+
 # -----------------------------------------------------------------------------
 # The command line: every figure of one training run
 
@@ -486,7 +527,8 @@ def plot_all(out_dir, num_prompts=4, drift_videos=24):
         raise SampleError(f"no checkpoint in {out_dir} (none of {', '.join(CHECKPOINTS.values())}): train first "
                           f"with `python train.py config/tiny.py --out_dir={out_dir}`")
     models = {m: load_model(out_dir, m) for m in present}                      # which -> (model, config)
-    skipped = [f"{NAMES[m]} in every figure ({CHECKPOINTS[m]} missing)" for m in CHECKPOINTS if m not in models]
+    skipped = [f"{NAMES[m]} in every figure ({CHECKPOINTS[m]} missing)" for m in CHECKPOINTS
+               if m not in models and m != "diffusion"]   # diffusion.pt: only the ablation's baseline rows have one
     final = present[-1]                                                        # the last stage trained
     config = models[final][1]
     F, K, res = config["num_frames"], config["chunk"], config["resolution"]

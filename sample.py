@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 import toydata
-from model import CausalDiT, ModelConfig, euler_sample, stream_sample, student_sigmas
+from model import CausalDiT, ModelConfig, euler_sample, stream_euler_sample, stream_sample, student_sigmas
 
-CHECKPOINTS = {"teacher": "teacher.pt", "ode": "ode_init.pt", "self_forcing": "self_forcing.pt"}
+CHECKPOINTS = {"teacher": "teacher.pt", "ode": "ode_init.pt", "self_forcing": "self_forcing.pt",
+               "diffusion": "diffusion.pt"}   # the last: the ablation's teacher-/diffusion-forcing baselines
 
 
 class SampleError(Exception):
@@ -191,7 +192,15 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
         # all its Euler steps over the whole clip, and the clip is made in one call: time to first chunk = all of it
         noise = torch.stack([torch.randn(num_frames, 3, res, res, generator=g) for g in gens]).to(device)
         video = euler_sample(model, tokens, noise, steps or config["teacher_steps"], config["shift"],
-                             config["guidance"] if guidance is None else guidance, chunk=K)
+                             config["guidance"] if guidance is None else guidance,
+                             chunk=config.get("teacher_chunk") or K)
+        first.append(time.perf_counter() - t0)
+    elif which == "diffusion":
+        # the ablation's diffusion baselines stream through the KV cache too, but with the teacher's many Euler
+        # steps and CFG per chunk; made in one call for the batch, so time to first chunk = all of it
+        noise = torch.stack([torch.randn(num_frames, 3, res, res, generator=g) for g in gens]).to(device)
+        video = stream_euler_sample(model, tokens, noise, steps or config["teacher_steps"], config["shift"],
+                                    config["guidance"] if guidance is None else guidance, window=window, sink=sink)
         first.append(time.perf_counter() - t0)
     else:
         from tqdm import tqdm

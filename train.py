@@ -12,6 +12,10 @@ resumes an interrupted one from its last checkpoint.
   3. ODE init     a causal student initialised from the teacher, regressing x0 from those states     ode_init.pt
   4. Self Forcing the student rolls out its own chunks through the KV cache (Algorithm 1) and is
                   trained with distribution matching (DMD) against the teacher, with an online critic self_forcing.pt
+
+The paper's baselines (ablation.py runs them all) switch stage 4 with `method`: tf_dmd / df_dmd keep stages 2-4
+but condition the generator on ground-truth context; teacher_forcing / diffusion_forcing replace stages 2-4 by
+one diffusion-loss stage on a causal student                                                          diffusion.pt
 """
 import copy
 import contextlib
@@ -31,8 +35,8 @@ from tqdm import tqdm
 
 import toydata
 from configurator import ConfigError, configure
-from model import (CausalDiT, ModelConfig, add_noise, euler_sample, shift_sigma, stream_layout, stream_sample,
-                   student_sigmas)
+from model import (CausalDiT, ModelConfig, add_noise, euler_sample, shift_sigma, stream_euler_sample, stream_layout,
+                   stream_sample, student_sigmas)
 
 # -----------------------------------------------------------------------------
 # default config: the tiny CPU run. config/*.py files hold only the values they change.
@@ -85,6 +89,15 @@ critic_lr = 2e-4
 dfake_gen_update_ratio = 5   # official value
 sf_ema_decay = 0.99
 grad_clip = 1.0
+# the ablation (ablation.py): what trains the causal student after the teacher. "self_forcing": the paper's method.
+# "tf_dmd" / "df_dmd": the same ODE init and DMD, but the generator makes each chunk with ground-truth context
+# (clean / noised) instead of its own rollout. "teacher_forcing" / "diffusion_forcing": no ODE init and no DMD; the
+# student starts from the teacher, learns with the diffusion loss on ground truth (clean / noisy context, each chunk
+# its own level) for diffusion_iters, and samples with teacher_steps Euler steps and CFG (stage "diffusion")
+method = "self_forcing"
+diffusion_iters = 500
+teacher_chunk = 0            # chunk of the teacher's streaming layout and sampler; 0 = chunk (frame-wise ablation
+                             # rows keep the chunk-wise teacher: sampled frame by frame it moves objects far less)
 # sampling long videos with the rolling KV cache (also stored in checkpoints for sample.py)
 window = 0                   # context frames kept in the cache; 0 = num_frames - chunk (what training saw)
 sink = 0                     # frames from the start that are never evicted
@@ -107,20 +120,25 @@ def main():
     t_all = time.time()
     try:
         teacher = train_teacher(config, dev)
-        pairs = make_ode_pairs(config, teacher, dev)
-        student = train_ode_init(config, teacher, pairs, dev)
-        train_self_forcing(config, teacher, student, dev)
+        if method in DIFFUSION_METHODS:
+            train_diffusion(config, teacher, dev)
+        else:
+            pairs = make_ode_pairs(config, teacher, dev)
+            student = train_ode_init(config, teacher, pairs, dev)
+            train_self_forcing(config, teacher, student, dev)
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted: re-run the same command to resume from the last checkpoint in {out_dir}")
     print(f"\n{'stage':<14}{'seconds':>9}{'peak MB':>9}  oracle all-correct (held-out)")
     for name, r in SUMMARY.items():
         print(f"{name:<14}{r.get('seconds', float('nan')):>9.0f}{r.get('peak_mb', 0):>9}  {r.get('oracle', {}).get('all', '-')}")
-    print(f"all stages done in {time.time() - t_all:.0f} s; try: python sample.py --out_dir {out_dir} "
+    which = " --model diffusion" if method in DIFFUSION_METHODS else ""
+    print(f"all stages done in {time.time() - t_all:.0f} s; try: python sample.py --out_dir {out_dir}{which} "
           f"--prompt \"A red circle moving from left to right\"")
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
+DMD_METHODS, DIFFUSION_METHODS = ("self_forcing", "tf_dmd", "df_dmd"), ("teacher_forcing", "diffusion_forcing")
 _CONFIG_KEYS = [k for k, v in dict(globals()).items()
                if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))]
 
@@ -136,8 +154,8 @@ def check_config(c):
         problems.append("out_dir must not be empty")
     if not math.isfinite(c["guidance"]):
         problems.append(f"guidance must be finite, got {c['guidance']}")
-    if c["stop_after"] and not re.fullmatch(r"(teacher|ode_init|self_forcing):[1-9][0-9]*", c["stop_after"]):
-        problems.append(f"stop_after must look like teacher:N, ode_init:N or self_forcing:N, got {c['stop_after']!r}")
+    if c["stop_after"] and not re.fullmatch(r"(teacher|ode_init|self_forcing|diffusion):[1-9][0-9]*", c["stop_after"]):
+        problems.append(f"stop_after must look like teacher:N, ode_init:N, self_forcing:N or diffusion:N, got {c['stop_after']!r}")
     if not device_available(c["device"]):
         problems.append(f"device {c['device']!r} is not available here (try --device=auto or --device=cpu)")
     world = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's process count: each rank takes a slice of every batch
@@ -151,6 +169,10 @@ def check_config(c):
         problems.append(f"resolution {c['resolution']} is not divisible by patch {c['patch']}")
     if c["num_frames"] % c["chunk"]:
         problems.append(f"num_frames {c['num_frames']} is not divisible by chunk {c['chunk']}")
+    if c["method"] not in DMD_METHODS + DIFFUSION_METHODS:
+        problems.append(f"method must be one of {', '.join(DMD_METHODS + DIFFUSION_METHODS)}, got {c['method']!r}")
+    if c["num_frames"] % (c["teacher_chunk"] or c["chunk"]):
+        problems.append(f"num_frames {c['num_frames']} is not divisible by teacher_chunk {c['teacher_chunk']}")
     if c["teacher_steps"] % 4:
         problems.append(f"teacher_steps {c['teacher_steps']} must be a multiple of 4 (student sigmas on its grid)")
     if c["shift"] <= 0:
@@ -163,7 +185,7 @@ _AT_LEAST = {1: ("resolution", "patch", "num_frames", "chunk", "width", "depth",
                  "teacher_batch", "ode_pairs", "ode_batch", "sf_batch", "dfake_gen_update_ratio", "log_interval",
                  "ckpt_interval"),
              0: ("text_depth", "teacher_iters", "ode_iters", "sf_iters", "warmup_iters", "eval_interval",
-                 "eval_videos", "window", "sink")}
+                 "eval_videos", "window", "sink", "diffusion_iters", "teacher_chunk")}
 _FRACTIONS = ("cfg_dropout", "teacher_frame_noise", "teacher_stream", "ema_decay", "sf_ema_decay")
 _POSITIVE = ("shift", "teacher_lr", "ode_lr", "gen_lr", "critic_lr", "grad_clip")
 
@@ -336,7 +358,8 @@ def check_same_setup(path, ck, config):
     """A checkpoint made with other settings: stop if its weights cannot fit this model, else say what differs."""
     now = asdict(model_config(config))
     was = ck.get("model_config", now)
-    differ = [f"{k} {was.get(k)!r} there, {v!r} here" for k, v in now.items() if was.get(k) != v]
+    # the chunk only sets attention masks, not weights: a frame-wise student may start from a chunk-wise teacher
+    differ = [f"{k} {was.get(k)!r} there, {v!r} here" for k, v in now.items() if was.get(k) != v and k != "chunk"]
     if list(ck.get("vocab", toydata.VOCAB)) != list(toydata.VOCAB):
         differ.append("the toydata vocabulary")
     if differ:
@@ -362,6 +385,40 @@ def restoring(name):
 
 def stage_state(config, **parts):
     return dict(config=config, model_config=asdict(model_config(config)), vocab=list(toydata.VOCAB), **parts)
+
+
+def resumable(stage, ck, config, gen, **parts):
+    """A stage's training state: parts (name -> model or optimizer) and its data/noise generator. Restores them from
+    an unfinished checkpoint ck (an interrupted run continues exactly) and returns (first iteration, state(it, done)),
+    the function that packs them for save_ckpt under the same names."""
+    start = 0
+    if ck is not None:
+        with restoring(stage):
+            for name, part_ in parts.items():
+                part_.load_state_dict(ck[name])
+            gen.set_state(ck["rng"]); start = ck["iter"]
+        print(f"[{stage}] resuming at iteration {start}")
+
+    def state(it, done):
+        return stage_state(config, **{name: p.state_dict() for name, p in parts.items()}, rng=gen.get_state(),
+                           iter=it, done=done)
+    return start, state
+
+
+def after_iteration(stage, it, start, total, state_fn, sampler, t0):
+    """The end of every training iteration: an oracle check every eval_interval iterations (sampler() makes the
+    check's sample function, from the EMA weights where the stage keeps them), then checkpoint()."""
+    if eval_interval and it > start and it % eval_interval == 0:
+        report(stage, it, sampler(), min(32, eval_videos), t0)
+    checkpoint(stage, it, total, state_fn)
+
+
+def finish_stage(stage, start, total, state_fn, sampler, t0):
+    """The final checkpoint, the stage's summary line, and its oracle check on eval_videos held-out videos."""
+    save_ckpt(stage, state_fn(total, True))
+    stage_done(stage, t0, total - start, "iterations")
+    if eval_videos:
+        report(stage, total, sampler(), eval_videos, t0)
 
 
 def checkpoint(stage, it, total, state_fn):
@@ -437,14 +494,13 @@ def sample_sigma(n, gen):
 # the oracle check: sample held-out (prompt, seed) pairs and read the attributes back from the frames
 
 @torch.no_grad()
-def oracle_check(sample_fn, dev, n):
+def oracle_check(sample_fn, n):
     """Percent of held-out videos whose oracle reading matches the prompt (per attribute and all)."""
     prompts, seeds = toydata.eval_set(n, num_frames, resolution)
     gen = torch.Generator().manual_seed(12345)  # same noise for every model: comparisons are paired
     videos = []
     for i in range(0, n, 32):
-        tokens = batch_tokens(prompts[i:i + 32], dev)
-        videos.append(sample_fn(tokens, gen).float().cpu())
+        videos.append(sample_fn(prompts[i:i + 32], gen).float().cpu())
     videos = torch.cat(videos)                                                  # (n, F, C, H, W)
     hits = {}
     for v, p in zip(videos, prompts):
@@ -453,19 +509,24 @@ def oracle_check(sample_fn, dev, n):
     return {k: round(100 * sum(x) / len(x), 1) for k, x in hits.items()}, videos, prompts
 
 
+def teacher_k():
+    return teacher_chunk or chunk  # the teacher's streaming chunk (config: teacher_chunk)
+
+
 def teacher_sampler(model, dev):
-    def fn(tokens, gen):
-        noise = torch.randn(tokens.shape[0], num_frames, 3, resolution, resolution, generator=gen).to(dev)
+    def fn(prompts, gen):
+        tokens = batch_tokens(prompts, dev)
+        noise = torch.randn(len(prompts), num_frames, 3, resolution, resolution, generator=gen).to(dev)
         with autocast(dev):
-            return euler_sample(model, tokens, noise, teacher_steps, shift, guidance, chunk=chunk)
+            return euler_sample(model, tokens, noise, teacher_steps, shift, guidance, chunk=teacher_k())
     return fn
 
 
 def student_sampler(model, dev):
     sig = student_sigmas(4, shift)
-    def fn(tokens, gen):
+    def fn(prompts, gen):
         with autocast(dev):
-            return stream_sample(model, tokens, num_frames, sig, generator=gen)
+            return stream_sample(model, batch_tokens(prompts, dev), num_frames, sig, generator=gen)
     return fn
 
 
@@ -488,12 +549,21 @@ def stage_done(stage, t0, count, unit):
     print(f"[{stage}] {count} {unit} in {seconds:.0f} s, peak memory {mb:.0f} MB")
 
 
-def report(stage, it, result, videos, prompts):
+EVAL_S = {}  # stage -> seconds its oracle checks took so far: kept off the training-time axis (ablation figure)
+
+
+def report(stage, it, sample_fn, n, t0):
+    """Oracle check of a stage's model on n held-out videos, after iteration it of the stage that started at t0.
+    Logs the result with train_s, the stage's seconds so far without the oracle checks."""
     if not is_master():
         return
+    t = time.time()
+    result, videos, prompts = oracle_check(sample_fn, n)
+    train_s = t - t0 - EVAL_S.get(stage, 0.0)
+    EVAL_S[stage] = EVAL_S.get(stage, 0.0) + time.time() - t
     note(stage, oracle=result, oracle_iter=it)
     print(f"[{stage}] oracle on {len(prompts)} held-out videos: " + ", ".join(f"{k} {v}%" for k, v in result.items()))
-    log(stage, it, oracle=result)
+    log(stage, it, oracle=result, train_s=round(train_s, 2))
     try:
         from sample import save_strip
         save_strip(videos[:8], prompts[:8], os.path.join(out_dir, "samples", f"{stage}_{it:06d}.png"))
@@ -516,16 +586,7 @@ def train_teacher(config, dev):
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=teacher_lr, betas=(0.9, 0.99), weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
-    start = 0
-    if ck is not None:  # resume an interrupted run exactly: weights, EMA, optimizer, data/noise RNG
-        with restoring("teacher"):
-            model.load_state_dict(ck["model"]); ema.load_state_dict(ck["ema"]); opt.load_state_dict(ck["opt"])
-            gen.set_state(ck["rng"]); start = ck["iter"]
-        print(f"[teacher] resuming at iteration {start}")
-
-    def state(it, done):
-        return stage_state(config, model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
-                           rng=gen.get_state(), iter=it, done=done)
+    start, state = resumable("teacher", ck, config, gen, model=model, ema=ema, opt=opt)
 
     fwd = ddp_wrap(torch.compile(model) if compile else model, dev)
     t0 = time.time()
@@ -545,8 +606,9 @@ def train_teacher(config, dev):
         # the tiny teacher learns the direction words this way within a few hundred steps, and not at all (3,000
         # steps) when every frame is equally noisy (README, "Why the teacher samples chunk by chunk")
         stream = torch.rand(B, generator=gen) < teacher_stream                  # (B,)
-        now = torch.randint(num_frames // chunk, (B,), generator=gen) * chunk   # (B,) the noisy chunk's first frame
-        sigma = torch.where(stream[:, None], stream_layout(sigma, now, chunk), sigma).to(dev)
+        tk = teacher_k()
+        now = torch.randint(num_frames // tk, (B,), generator=gen) * tk         # (B,) the noisy chunk's first frame
+        sigma = torch.where(stream[:, None], stream_layout(sigma, now, tk), sigma).to(dev)
         weight = (sigma > 0).float()                                            # (B, F) the clean past teaches nothing
         eps = torch.randn(x0.shape, generator=gen).to(dev)
         x_t = add_noise(x0, eps, sigma)
@@ -571,15 +633,9 @@ def train_teacher(config, dev):
             bins = {f"loss_s{lo:.2f}": per_video[(s >= lo) & (s < lo + 0.25)].mean().item()
                     for lo in (0.0, 0.25, 0.5, 0.75) if ((s >= lo) & (s < lo + 0.25)).any()}
             log("teacher", it, loss=loss.item(), lr=opt.param_groups[0]["lr"], elapsed=time.time() - t0, **bins)
-        if eval_interval and it > start and it % eval_interval == 0:
-            report("teacher", it, *oracle_check(teacher_sampler(ema.eval(), dev), dev, min(32, eval_videos)))
-        checkpoint("teacher", it, teacher_iters, state)
-    save_ckpt("teacher", state(teacher_iters, True))
-    stage_done("teacher", t0, teacher_iters - start, "iterations")
-    ema.eval()
-    if eval_videos:
-        report("teacher", teacher_iters, *oracle_check(teacher_sampler(ema, dev), dev, eval_videos))
-    return ema
+        after_iteration("teacher", it, start, teacher_iters, state, lambda: teacher_sampler(ema.eval(), dev), t0)
+    finish_stage("teacher", start, teacher_iters, state, lambda: teacher_sampler(ema.eval(), dev), t0)
+    return ema.eval()
 
 
 # -----------------------------------------------------------------------------
@@ -598,7 +654,7 @@ def generate_ode_pairs(teacher, prompts, noise, dev):
         tokens = batch_tokens(prompts[i:i + 64], dev)
         with autocast(dev):
             traj = euler_sample(teacher, tokens, noise[i:i + 64].to(dev), teacher_steps, shift, guidance,
-                                return_trajectory=True, chunk=chunk)            # (S+1, B, F, C, H, W)
+                                return_trajectory=True, chunk=teacher_k())      # (S+1, B, F, C, H, W)
         states.append(torch.stack([traj[k].float().cpu() for k in keep], dim=1).half())  # (B, 5, F, C, H, W)
     return torch.cat(states)
 
@@ -640,16 +696,7 @@ def train_ode_init(config, teacher, pairs, dev):
         return student
     opt = torch.optim.AdamW(student.parameters(), lr=ode_lr, betas=(0.9, 0.99), weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed + 2)
-    start = 0
-    if ck is not None:
-        with restoring("ode_init"):
-            student.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); gen.set_state(ck["rng"])
-            start = ck["iter"]
-        print(f"[ode_init] resuming at iteration {start}")
-
-    def state(it, done):
-        return stage_state(config, model=student.state_dict(), opt=opt.state_dict(), rng=gen.get_state(),
-                           iter=it, done=done)
+    start, state = resumable("ode_init", ck, config, gen, model=student, opt=opt)
 
     sig = torch.tensor(student_sigmas(4, shift))                                # (4,)
     states, prompts = pairs["states"], pairs["prompts"]
@@ -682,11 +729,7 @@ def train_ode_init(config, teacher, pairs, dev):
         if it % log_interval == 0 or it == ode_iters - 1:
             log("ode_init", it, loss=loss.item(), lr=opt.param_groups[0]["lr"], elapsed=time.time() - t0)
         checkpoint("ode_init", it, ode_iters, state)
-    save_ckpt("ode_init", state(ode_iters, True))
-    stage_done("ode_init", t0, ode_iters - start, "iterations")
-    student.eval()
-    if eval_videos:
-        report("ode_init", ode_iters, *oracle_check(student_sampler(student, dev), dev, eval_videos))
+    finish_stage("ode_init", start, ode_iters, state, lambda: student_sampler(student.eval(), dev), t0)
     return student.train()
 
 
@@ -731,6 +774,39 @@ def self_forcing_rollout(generator, tokens, gen, dev, grad=True):
             with autocast(dev):
                 generator.append_to_cache(x0_hat.detach(), cache, start)        # no grad inside
     return torch.cat(out, dim=1)                                                # (B, F, C, H, W)
+
+
+def ground_truth_rollout(generator, tokens, x0, gen, dev, grad=True):
+    """The TF+DMD and DF+DMD generators (the ablation's baselines): the same 4-step denoising with one exit step as
+    self_forcing_rollout, but every chunk is made with GROUND-TRUTH context x0 (B, F, C, H, W) in view instead of the
+    generator's own earlier chunks: clean (tf_dmd) or noised to a random student level per chunk (df_dmd, the noisy
+    context of diffusion forcing). No chunk depends on another's output, so all chunks run in one forward per step in
+    the [context | noisy] layout. At inference there is no ground truth: these students stream their own chunks,
+    which training never showed them (exposure bias)."""
+    sig = student_sigmas(4, shift)
+    B, n_chunks = tokens.shape[0], num_frames // chunk
+    exit_step = int(torch.randint(4, (1,), generator=gen))
+    context_t = None
+    if method == "df_dmd":
+        level = torch.randint(4, (world_size() * B, n_chunks), generator=gen)   # (B, n_chunks) of the global batch
+        context_sigma = torch.tensor(sig)[part(level)].repeat_interleave(chunk, 1).to(dev)   # (B, F)
+        x0 = add_noise(x0, randn_part(x0.shape, gen).to(dev), context_sigma)
+        context_t = 1000 * context_sigma
+    x = randn_part(x0.shape, gen).to(dev)                                        # (B, F, C, H, W)
+    for j in range(exit_step + 1):
+        t = torch.full((B, num_frames), 1000 * sig[j], device=dev)             # (B, F)
+        with torch.set_grad_enabled(grad and j == exit_step), autocast(dev):
+            x0_hat = generator(x, t, tokens, mode="teacher_forcing", clean=x0, clean_t=context_t)
+        if j < exit_step:
+            x = add_noise(x0_hat.detach(), randn_part(x.shape, gen).to(dev), torch.full((B,), sig[j + 1], device=dev))
+    return x0_hat.float()
+
+
+def rollout(generator, tokens, videos, gen, dev, grad=True):
+    # the generator's clip for one DMD step: Self Forcing rolls out on its own outputs, the baselines on the truth
+    if method == "self_forcing":
+        return self_forcing_rollout(generator, tokens, gen, dev, grad)
+    return ground_truth_rollout(generator, tokens, videos, gen, dev, grad)
 
 
 def cfg_x0(model, x_t, t, tokens, g):
@@ -788,29 +864,24 @@ def train_self_forcing(config, teacher, student, dev):
     opt_g = torch.optim.AdamW(generator.parameters(), lr=gen_lr, betas=(0.0, 0.999), weight_decay=0.0)
     opt_c = torch.optim.AdamW(critic.parameters(), lr=critic_lr, betas=(0.0, 0.999), weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed + 3)
-    start = 0
-    if ck is not None:
-        with restoring("self_forcing"):
-            generator.load_state_dict(ck["model"]); critic.load_state_dict(ck["critic"])
-            ema.load_state_dict(ck["ema"]); opt_g.load_state_dict(ck["opt"]); opt_c.load_state_dict(ck["opt_critic"])
-            gen.set_state(ck["rng"]); start = ck["iter"]
-        print(f"[self_forcing] resuming at iteration {start}")
-
-    def state(it, done):
-        return stage_state(config, model=generator.state_dict(), ema=ema.state_dict(), critic=critic.state_dict(),
-                           opt=opt_g.state_dict(), opt_critic=opt_c.state_dict(), rng=gen.get_state(),
-                           iter=it, done=done)
+    start, state = resumable("self_forcing", ck, config, gen, model=generator, ema=ema, critic=critic, opt=opt_g,
+                             opt_critic=opt_c)
 
     critic_fwd = ddp_wrap(critic, dev)  # the generator cannot be wrapped: average_grads() does DDP's work for it
     t0 = time.time()
     g_loss = float("nan")
     for it in tqdm(range(start, sf_iters), desc="Self Forcing", initial=start, total=sf_iters, mininterval=2,
                    disable=not is_master()):
-        _, prompts, _ = toydata.sample_batch(sf_batch, 1, 8, gen)               # prompts only: no real videos used
+        if method == "self_forcing":  # prompts only: Self Forcing uses no real videos
+            _, prompts, _ = toydata.sample_batch(sf_batch, 1, 8, gen)
+            videos = None
+        else:                         # the baselines' generators see ground-truth context
+            videos, prompts, _ = toydata.sample_batch(sf_batch, num_frames, resolution, gen)
+            videos = part(videos).to(dev)                                       # (B, F, C, H, W)
         tokens = batch_tokens(part(prompts), dev)
         # generator step (every dfake_gen_update_ratio iterations): roll out WITH gradient, DMD loss
         if it % dfake_gen_update_ratio == 0:
-            x = self_forcing_rollout(generator, tokens, gen, dev, grad=True)
+            x = rollout(generator, tokens, videos, gen, dev, grad=True)
             loss = dmd_loss(x, tokens, teacher, critic, gen, dev)
             check_finite(loss, "self_forcing", it, "DMD loss")
             opt_g.zero_grad(set_to_none=True)
@@ -823,7 +894,7 @@ def train_self_forcing(config, teacher, student, dev):
             g_loss = loss.item()
         # critic step (every iteration): a fresh rollout without gradient, rectified-flow loss on it
         with torch.no_grad():
-            x = self_forcing_rollout(generator, tokens, gen, dev, grad=False)
+            x = rollout(generator, tokens, videos, gen, dev, grad=False)
         c_loss = critic_loss(critic_fwd, x, tokens, gen, dev)
         check_finite(c_loss, "self_forcing", it, "critic loss")
         opt_c.zero_grad(set_to_none=True)
@@ -833,13 +904,67 @@ def train_self_forcing(config, teacher, student, dev):
         opt_c.step()
         if it % log_interval == 0 or it == sf_iters - 1:
             log("self_forcing", it, dmd_loss=g_loss, critic_loss=c_loss.item(), elapsed=time.time() - t0)
-        if eval_interval and it > start and it % eval_interval == 0:
-            report("self_forcing", it, *oracle_check(student_sampler(ema.eval(), dev), dev, min(32, eval_videos)))
-        checkpoint("self_forcing", it, sf_iters, state)
-    save_ckpt("self_forcing", state(sf_iters, True))
-    stage_done("self_forcing", t0, sf_iters - start, "iterations")
-    if eval_videos:
-        report("self_forcing", sf_iters, *oracle_check(student_sampler(ema.eval(), dev), dev, eval_videos))
+        after_iteration("self_forcing", it, start, sf_iters, state, lambda: student_sampler(ema.eval(), dev), t0)
+    finish_stage("self_forcing", start, sf_iters, state, lambda: student_sampler(ema.eval(), dev), t0)
+
+
+
+# -----------------------------------------------------------------------------
+# The ablation's diffusion baselines (method teacher_forcing / diffusion_forcing), in place of stages 2-4: a causal
+# student starts from the teacher and learns with the teacher's own loss on ground-truth videos, each chunk at its
+# own noise level. Teacher forcing shows it the clean truth before each chunk ([clean | noisy] layout); diffusion
+# forcing only the noisy truth (block-causal over the noisy video). Both sample with many Euler steps and CFG,
+# streaming their own finished chunks as clean context, which neither saw in training.
+
+def diffusion_sampler(model, dev):
+    def fn(prompts, gen):
+        tokens = batch_tokens(prompts, dev)
+        noise = torch.randn(len(prompts), num_frames, 3, resolution, resolution, generator=gen).to(dev)
+        with autocast(dev):
+            return stream_euler_sample(model, tokens, noise, teacher_steps, shift, guidance)
+    return fn
+
+
+def train_diffusion(config, teacher, dev):
+    ck = load_ckpt("diffusion", config)
+    model = copy.deepcopy(teacher).requires_grad_(True).train()
+    ema = copy.deepcopy(teacher).requires_grad_(False)
+    if ck is not None and ck["done"]:
+        print(f"[diffusion] finished earlier ({ckpt_path('diffusion')}), skipping")
+        return
+    opt = torch.optim.AdamW(model.parameters(), lr=ode_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed + 4)
+    start, state = resumable("diffusion", ck, config, gen, model=model, ema=ema, opt=opt)
+
+    fwd = ddp_wrap(model, dev)
+    n_chunks = num_frames // chunk
+    t0 = time.time()
+    for it in tqdm(range(start, diffusion_iters), desc=method, initial=start, total=diffusion_iters, mininterval=2,
+                   disable=not is_master()):
+        videos, prompts, _ = toydata.sample_batch(teacher_batch, num_frames, resolution, gen)
+        x0 = videos.to(dev)                                                     # (B, F, C, H, W)
+        tokens = dropout_prompts(batch_tokens(prompts, dev), cfg_dropout, gen)  # CFG at sampling needs uncond
+        B = x0.shape[0]
+        sigma = sample_sigma(B * n_chunks, gen).view(B, n_chunks).repeat_interleave(chunk, 1).to(dev)   # (B, F)
+        x_t = add_noise(x0, torch.randn(x0.shape, generator=gen).to(dev), sigma)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, ode_lr, diffusion_iters)
+        with autocast(dev):
+            if method == "teacher_forcing":
+                pred = fwd(part(x_t), part(1000 * sigma), part(tokens), mode="teacher_forcing", clean=part(x0))
+            else:
+                pred = fwd(part(x_t), part(1000 * sigma), part(tokens), mode="causal")
+        loss = F.mse_loss(pred.float(), part(x0))
+        check_finite(loss, "diffusion", it)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        check_finite(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip), "diffusion", it, "gradient norm")
+        opt.step()
+        ema_update(ema, model, min(sf_ema_decay, (1 + it) / (10 + it)))
+        if it % log_interval == 0 or it == diffusion_iters - 1:
+            log("diffusion", it, loss=loss.item(), lr=opt.param_groups[0]["lr"], elapsed=time.time() - t0)
+        after_iteration("diffusion", it, start, diffusion_iters, state, lambda: diffusion_sampler(ema.eval(), dev), t0)
+    finish_stage("diffusion", start, diffusion_iters, state, lambda: diffusion_sampler(ema.eval(), dev), t0)
 
 
 if __name__ == "__main__":

@@ -351,3 +351,31 @@ def test_chunkwise_euler_sample_keeps_the_past_finished_and_the_future_noise():
     assert torch.equal(cont[:, :3], prefix) and maxdiff(cont[:, 3:], out[:, 3:]) > 1e-4
     # chunk = the whole clip is the joint sampler
     assert maxdiff(M.euler_sample(model, tok, noise, 4, 3.0, chunk=6), M.euler_sample(model, tok, noise, 4, 3.0)) == 0
+
+
+@pytest.mark.parametrize("chunk,guidance", [(3, 2.0), (1, 1.0)])
+def test_stream_euler_sample_equals_the_causal_euler_sampler(chunk, guidance):
+    """The baselines' many-step streaming (KV cache, CFG) is the chunk-wise Euler sampler in causal mode, where the
+    past sits finished at t = 0 and the future is masked: the same video, with and without a given first chunk.
+    And the teacher_forcing layout with clean_t reads its context at those levels, as causal mode reads its past."""
+    model = make_model(chunk)
+    _, _, tok = inputs(model)
+    noise = torch.randn(2, 6, 3, 16, 16)
+    with torch.no_grad():
+        streamed = M.stream_euler_sample(model, tok, noise, 4, 3.0, guidance)
+        full = M.euler_sample(model, tok, noise, 4, 3.0, guidance, mode="causal", chunk=chunk)
+        assert maxdiff(streamed, full) <= TOL
+        prefix = torch.rand(2, 3, 3, 16, 16) * 2 - 1
+        cont = M.stream_euler_sample(model, tok, noise, 4, 3.0, guidance, prefix=prefix)
+        assert torch.equal(cont[:, :3], prefix)
+        assert maxdiff(cont, M.euler_sample(model, tok, noise, 4, 3.0, guidance, mode="causal", chunk=chunk,
+                                            prefix=prefix)) <= TOL
+        x, t, _ = inputs(model, F=6)
+        ctx, ct = inputs(model, F=6, seed=1)[:2]
+        tf = model(x, t, tok, mode="teacher_forcing", clean=ctx, clean_t=ct)
+        assert maxdiff(tf, model(x, t, tok, mode="teacher_forcing", clean=ctx)) > 1e-4      # the levels matter
+        # chunk i of tf = the causal model on [context chunks < i at their levels | chunk i at its own]
+        K, s = chunk, 3
+        ref = model(torch.cat([ctx[:, :s], x[:, s:s + K]], 1), torch.cat([ct[:, :s], t[:, s:s + K]], 1), tok,
+                    mode="causal")[:, s:]
+        assert maxdiff(tf[:, s:s + K], ref) <= TOL
