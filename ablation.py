@@ -65,6 +65,15 @@ def copy_in(src_dir, dst_dir, names):
             shutil.copy(os.path.join(src_dir, n), os.path.join(dst_dir, n))
 
 
+def stage_seconds(run_dir, stage):
+    # a stage's wall seconds from a run's summary.json (None if that run did not do the stage)
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get(stage, {}).get("seconds")
+
+
 def training_curve(row_dir, init_dir, pairs_s):
     """[(seconds of training after the teacher, oracle all-correct %)] from train.py's logs, on its train_s clock
     (oracle checks excluded). DMD rows start after the ODE pairs and the ODE init, whose check is in init_dir's log
@@ -159,8 +168,8 @@ def main(argv=None):
     # the teacher and the ODE pairs, once (no ODE init, no DMD steps, no oracle checks)
     print(f"shared teacher and ODE pairs -> {shared}", flush=True)
     train(shared, log_path, ["--ode_iters=0", "--sf_iters=0", "--eval_interval=0", "--eval_videos=0"], args.overrides)
-    with open(os.path.join(shared, "summary.json")) as f:
-        pairs_s = json.load(f).get("ode_pairs", {}).get("seconds", 0.0)  # 0 if the pairs were copied in
+    # the ODE pairs' seconds count in the DMD rows' training time; if they were copied in, their run timed them
+    pairs_s = stage_seconds(shared, "ode_pairs") or (args.teacher and stage_seconds(args.teacher, "ode_pairs")) or 0.0
 
     rows = {}
     for setting in settings:
