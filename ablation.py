@@ -120,7 +120,8 @@ def table(results, settings):
     cols = [("oracle all-correct %", ".1f", lambda r: r["oracle"]["all"]),
             ("motion %", ".1f", lambda r: r["oracle"]["motion"]), ("CLIP", ".1f", lambda r: r["clip_score"]),
             ("consistency", ".3f", lambda r: r["frame_consistency"]), ("SSIM", ".3f", lambda r: r["ssim"]),
-            ("PSNR dB", ".1f", lambda r: r["psnr"]), ("4x drift, last quarter %", ".1f", lambda r: r["drift_last_quarter"]),
+            ("PSNR dB", ".1f", lambda r: r["psnr"]),
+            ("4x drift, last quarter %", ".1f", lambda r: r["drift_last_quarter"]),
             ("train s", ".0f", lambda r: r["train_s"]), ("ms per clip", ".0f", lambda r: 1000 * r["clip_s"])]
     lines = ["| setting | method | seeds | " + " | ".join(c for c, _, _ in cols) + " |",
              "|" + " --- |" * (len(cols) + 3)]
@@ -135,31 +136,9 @@ def table(results, settings):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description="Train and evaluate every row of the Self Forcing ablation.")
-    ap.add_argument("--out_dir", default="out/ablation")
-    ap.add_argument("--teacher", help="a finished tiny run whose teacher.pt and ode_pairs.pt every row starts from")
-    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated: chunk-wise,frame-wise")
-    ap.add_argument("--seeds", type=int, default=None, help="override the seeds of every row (quick checks)")
-    ap.add_argument("--videos", type=int, default=64, help="held-out (prompt, seed) pairs per row")
-    ap.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
-    ap.add_argument("--clip_steps", type=int, default=TOY_CLIP_TRAINING["steps"], help="toy CLIP training steps, if "
-                    "out/toyclip_<res>px_<frames>f.pt must be trained first")
-    ap.add_argument("overrides", nargs="*", help="train.py config files or --key=value settings for every row, "
-                    "after a -- (e.g. -- config/micro.py --eval_interval=2 for a test in seconds)")
-    args = ap.parse_args(argv)
-    settings = [s for s in args.settings.split(",") if s]
-    bad = [s for s in settings if s not in SETTINGS]
-    if bad or not settings:
-        sys.exit(f"error: unknown setting {bad[0] if bad else ''!r}; choose from {', '.join(SETTINGS)}")
-    if min(args.videos, args.repeats, args.clip_steps, args.seeds or 1) < 1:
-        sys.exit("error: --videos, --repeats, --clip_steps and --seeds must be at least 1")
-    missing = [n for n in ("teacher.pt", "ode_pairs.pt") if args.teacher and
-               not os.path.isfile(os.path.join(args.teacher, n))]
-    if missing:
-        sys.exit(f"error: --teacher {args.teacher} has no {' or '.join(missing)}: finish `python train.py "
-                 f"config/tiny.py --out_dir={args.teacher}` first")
-    t_all = time.time()
+def train_rows(args, settings):
+    """Train (or skip, if finished) the shared teacher and every row. Returns {setting: {row name: [(row folder,
+    the folder whose ODE init it shares, or None for a diffusion row)] per seed}} and the ODE pairs' seconds."""
     shared = os.path.join(args.out_dir, "shared")
     log_path = os.path.join(args.out_dir, "train_log.txt")
     os.makedirs(shared, exist_ok=True)
@@ -188,10 +167,12 @@ def main(argv=None):
                 if dmd and not init_dir:
                     init_dir = d
                 rows.setdefault(setting, {}).setdefault(name, []).append((d, init_dir if dmd else None))
-    train_s = time.time() - t_all
+    return rows, pairs_s
 
-    # evaluation: the same held-out prompts, seeds and judge for every row
-    cfg = load_model(shared, "teacher")[1]
+
+def evaluate_rows(args, rows, pairs_s):
+    """Every row on the same held-out prompts, seeds and judge; plus the ground truth's drift curve (the ceiling)."""
+    cfg = load_model(os.path.join(args.out_dir, "shared"), "teacher")[1]
     Fr, res = cfg["num_frames"], cfg["resolution"]
     judge = toy_clip(os.path.join(os.path.dirname(os.path.abspath(args.out_dir)), f"toyclip_{res}px_{Fr}f.pt"),
                      Fr, res, steps=args.clip_steps)
@@ -207,11 +188,40 @@ def main(argv=None):
                 curve = training_curve(d, init_dir, pairs_s)
                 r.update(curve=curve, train_s=curve[-1][0] if curve else float("nan"), out_dir=d)
                 results.setdefault(setting, {}).setdefault(name, []).append(r)
-    ground = toydata.render_batch([p for p in prompts if toydata.parse_prompt(p)["scene"] == "object"],
-                                  [s for p, s in zip(prompts, seeds) if toydata.parse_prompt(p)["scene"] == "object"],
-                                  4 * Fr, res)
-    objects = [p for p in prompts if toydata.parse_prompt(p)["scene"] == "object"]
-    truth_drift = {k: v.tolist() for k, v in drift_curves(ground, objects).items()}
+    objects = [(p, s) for p, s in zip(prompts, seeds) if toydata.parse_prompt(p)["scene"] == "object"]
+    ground = toydata.render_batch([p for p, _ in objects], [s for _, s in objects], 4 * Fr, res)  # the drift ceiling
+    truth_drift = {k: v.tolist() for k, v in drift_curves(ground, [p for p, _ in objects]).items()}
+    return results, truth_drift, Fr
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Train and evaluate every row of the Self Forcing ablation.")
+    ap.add_argument("--out_dir", default="out/ablation")
+    ap.add_argument("--teacher", help="a finished tiny run whose teacher.pt and ode_pairs.pt every row starts from")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated: chunk-wise,frame-wise")
+    ap.add_argument("--seeds", type=int, default=None, help="override the seeds of every row (quick checks)")
+    ap.add_argument("--videos", type=int, default=64, help="held-out (prompt, seed) pairs per row")
+    ap.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
+    ap.add_argument("--clip_steps", type=int, default=TOY_CLIP_TRAINING["steps"], help="toy CLIP training steps, if "
+                    "out/toyclip_<res>px_<frames>f.pt must be trained first")
+    ap.add_argument("overrides", nargs="*", help="train.py config files or --key=value settings for every row, "
+                    "after a -- (e.g. -- config/micro.py --eval_interval=2 for a test in seconds)")
+    args = ap.parse_args(argv)
+    settings = [s for s in args.settings.split(",") if s]
+    bad = [s for s in settings if s not in SETTINGS]
+    if bad or not settings:
+        sys.exit(f"error: unknown setting {bad[0] if bad else ''!r}; choose from {', '.join(SETTINGS)}")
+    if min(args.videos, args.repeats, args.clip_steps, args.seeds or 1) < 1:
+        sys.exit("error: --videos, --repeats, --clip_steps and --seeds must be at least 1")
+    missing = [n for n in ("teacher.pt", "ode_pairs.pt") if args.teacher and
+               not os.path.isfile(os.path.join(args.teacher, n))]
+    if missing:
+        sys.exit(f"error: --teacher {args.teacher} has no {' or '.join(missing)}: finish `python train.py "
+                 f"config/tiny.py --out_dir={args.teacher}` first")
+    t_all = time.time()
+    rows, pairs_s = train_rows(args, settings)
+    train_s = time.time() - t_all
+    results, truth_drift, Fr = evaluate_rows(args, rows, pairs_s)
     md = table(results, list(results))
     minutes = (time.time() - t_all) / 60
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:

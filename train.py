@@ -155,7 +155,8 @@ def check_config(c):
     if not math.isfinite(c["guidance"]):
         problems.append(f"guidance must be finite, got {c['guidance']}")
     if c["stop_after"] and not re.fullmatch(r"(teacher|ode_init|self_forcing|diffusion):[1-9][0-9]*", c["stop_after"]):
-        problems.append(f"stop_after must look like teacher:N, ode_init:N, self_forcing:N or diffusion:N, got {c['stop_after']!r}")
+        problems.append(f"stop_after must look like teacher:N, ode_init:N, self_forcing:N or diffusion:N, "
+                        f"got {c['stop_after']!r}")
     if not device_available(c["device"]):
         problems.append(f"device {c['device']!r} is not available here (try --device=auto or --device=cpu)")
     world = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's process count: each rank takes a slice of every batch
@@ -394,8 +395,8 @@ def resumable(stage, ck, config, gen, **parts):
     start = 0
     if ck is not None:
         with restoring(stage):
-            for name, part_ in parts.items():
-                part_.load_state_dict(ck[name])
+            for name, obj in parts.items():
+                obj.load_state_dict(ck[name])
             gen.set_state(ck["rng"]); start = ck["iter"]
         print(f"[{stage}] resuming at iteration {start}")
 
