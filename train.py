@@ -476,6 +476,18 @@ def check_finite(value, stage, it, what="loss"):
                  f"and re-run the same command to resume.")
 
 
+def update(stage, it, loss, model, opt, what=("loss", "gradient norm"), sync=False):
+    """One optimizer step on loss: stop if the loss is not finite, backward, (sync: average the gradients over DDP
+    ranks by hand), clip the gradient norm (stop if it is not finite), step. what names the two in error messages."""
+    check_finite(loss, stage, it, what[0])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if sync:
+        average_grads(model)
+    check_finite(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip), stage, it, what[1])
+    opt.step()
+
+
 def batch_tokens(prompts, dev):
     return toydata.tokenize(prompts).to(dev)
 
@@ -622,11 +634,7 @@ def train_teacher(config, dev):
         w = part(weight)
         per_video = (per_frame * w).sum(1) / w.sum(1).clamp(min=1)              # (B,)
         loss = per_video.mean()
-        check_finite(loss, "teacher", it)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        check_finite(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip), "teacher", it, "gradient norm")
-        opt.step()
+        update("teacher", it, loss, model, opt)
         ema_update(ema, model, min(ema_decay, (1 + it) / (10 + it)))  # EMA warmup: early averages not stuck at init
         if it % log_interval == 0 or it == teacher_iters - 1:
             # the loss by noise level tells more than its mean: low-noise steps are easy, high-noise ones are not
@@ -722,11 +730,7 @@ def train_ode_init(config, teacher, pairs, dev):
         with autocast(dev):
             pred = fwd(part(x), part(t), part(tokens), mode="teacher_forcing", clean=part(x0))
         loss = F.mse_loss(pred.float(), part(x0))
-        check_finite(loss, "ode_init", it)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        check_finite(torch.nn.utils.clip_grad_norm_(student.parameters(), grad_clip), "ode_init", it, "gradient norm")
-        opt.step()
+        update("ode_init", it, loss, student, opt)
         if it % log_interval == 0 or it == ode_iters - 1:
             log("ode_init", it, loss=loss.item(), lr=opt.param_groups[0]["lr"], elapsed=time.time() - t0)
         checkpoint("ode_init", it, ode_iters, state)
@@ -884,25 +888,14 @@ def train_self_forcing(config, teacher, student, dev):
         if it % dfake_gen_update_ratio == 0:
             x = rollout(generator, tokens, videos, gen, dev, grad=True)
             loss = dmd_loss(x, tokens, teacher, critic, gen, dev)
-            check_finite(loss, "self_forcing", it, "DMD loss")
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            average_grads(generator)
-            check_finite(torch.nn.utils.clip_grad_norm_(generator.parameters(), grad_clip), "self_forcing", it,
-                         "generator gradient norm")
-            opt_g.step()
+            update("self_forcing", it, loss, generator, opt_g, ("DMD loss", "generator gradient norm"), sync=True)
             ema_update(ema, generator, sf_ema_decay)
             g_loss = loss.item()
         # critic step (every iteration): a fresh rollout without gradient, rectified-flow loss on it
         with torch.no_grad():
             x = rollout(generator, tokens, videos, gen, dev, grad=False)
         c_loss = critic_loss(critic_fwd, x, tokens, gen, dev)
-        check_finite(c_loss, "self_forcing", it, "critic loss")
-        opt_c.zero_grad(set_to_none=True)
-        c_loss.backward()
-        check_finite(torch.nn.utils.clip_grad_norm_(critic.parameters(), grad_clip), "self_forcing", it,
-                     "critic gradient norm")
-        opt_c.step()
+        update("self_forcing", it, c_loss, critic, opt_c, ("critic loss", "critic gradient norm"))
         if it % log_interval == 0 or it == sf_iters - 1:
             log("self_forcing", it, dmd_loss=g_loss, critic_loss=c_loss.item(), elapsed=time.time() - t0)
         after_iteration("self_forcing", it, start, sf_iters, state, lambda: student_sampler(ema.eval(), dev), t0)
@@ -956,11 +949,7 @@ def train_diffusion(config, teacher, dev):
             else:
                 pred = fwd(part(x_t), part(1000 * sigma), part(tokens), mode="causal")
         loss = F.mse_loss(pred.float(), part(x0))
-        check_finite(loss, "diffusion", it)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        check_finite(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip), "diffusion", it, "gradient norm")
-        opt.step()
+        update("diffusion", it, loss, model, opt)
         ema_update(ema, model, min(sf_ema_decay, (1 + it) / (10 + it)))
         if it % log_interval == 0 or it == diffusion_iters - 1:
             log("diffusion", it, loss=loss.item(), lr=opt.param_groups[0]["lr"], elapsed=time.time() - t0)
