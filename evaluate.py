@@ -93,17 +93,50 @@ def oracle_scores(videos, prompts):
     return {k: 100 * sum(x) / len(x) for k, x in hits.items()}
 
 
-def motion_confusion(videos, prompts):
-    """Which motion the oracle reads for each motion asked: {asked: {read: count}} over the object prompts.
-    A model that knows the axis but not the sign reads left_to_right as right_to_left about as often as not."""
+def confusion(videos, prompts, attribute="motion"):
+    """What the oracle reads for each value asked: {asked: {read: count}} over the object prompts, for attribute
+    "motion" or "shape". A model that knows the axis but not the sign reads left_to_right as right_to_left about as
+    often as not; one that ignores the shape word reads every shape as the same one."""
+    assert attribute in ("motion", "shape"), f"confusion is for 'motion' or 'shape', got {attribute!r}"
     table = {}
     for v, p in zip(videos, prompts):
-        asked = toydata.parse_prompt(p).get("motion")
-        if asked is not None:                                                   # transitions have no motion
-            read = str(toydata.read_video(v).get("motion"))                     # 'None': no single object
+        asked = toydata.parse_prompt(p).get(attribute)
+        if asked is not None:                                                   # transitions have neither
+            read = str(toydata.read_video(v).get(attribute))                    # 'None': no single object
             table.setdefault(asked, {}).setdefault(read, 0)
             table[asked][read] += 1
     return table
+
+
+def motion_onset(videos, prompts, chunk=3):
+    """Where a straight-line motion starts, and whether the rest follows. For each straight-line prompt, the
+    object's progress along the ASKED direction (oracle centres, the shortest way round the torus) over the steps
+    inside the first chunk, and over the steps after it. Returns percents of those videos:
+      first_asked / first_reversed / first_static   first chunk: progress > +1 px / < -1 px / within 1 px (the
+                                                    truth moves 1.5-2.5 px a frame: 3-5 px over a 3-frame chunk)
+      rest_asked / rest_reversed                    frames after the first chunk: progress > +3 px / < -3 px
+    A model that knows the axis but not the sign, and whose later chunks continue whatever came before, shows a
+    still or coin-flip first chunk and a coin-flip rest."""
+    counts, n = dict.fromkeys(["first_asked", "first_reversed", "first_static", "rest_asked", "rest_reversed"], 0), 0
+    for v, p in zip(videos, prompts):
+        motion = toydata.parse_prompt(p).get("motion")
+        if motion not in toydata.LINEAR_DIRECTIONS:
+            continue
+        assert 2 <= chunk < v.shape[0], f"motion_onset needs chunks of >= 2 frames and more than one chunk, got " \
+                                         f"chunk {chunk} and {v.shape[0]} frames"
+        cx, cy = toydata.object_centres(v)                                        # (F,), (F,) pixels
+        R = v.shape[-1]
+        step = torch.stack([cx.diff(), cy.diff()], 1)                           # (F - 1, 2) frame to frame
+        step = torch.remainder(step + R / 2, R) - R / 2                         # shortest way round the torus
+        along = step @ torch.tensor(toydata.LINEAR_DIRECTIONS[motion], dtype=step.dtype)   # (F - 1,) asked way
+        first, rest = along[:chunk - 1].sum().item(), along[chunk:].sum().item()  # skip the step across the seam
+        counts["first_asked"] += first > 1
+        counts["first_reversed"] += first < -1
+        counts["first_static"] += abs(first) <= 1
+        counts["rest_asked"] += rest > 3
+        counts["rest_reversed"] += rest < -3
+        n += 1
+    return {k: 100 * c / max(n, 1) for k, c in counts.items()} | {"videos": n}
 
 
 def window_curve(videos, prompts, window=3):
@@ -469,6 +502,24 @@ def prompt_sensitivity(model, prompt, other, sigmas=(0.5, 0.8, 0.95, 1.0), n=16,
         sigma[:, :context] = 0.0                                                     # the clean context
         x_t = add_noise(x0, eps, sigma)
         out[s] = (model(x_t, 1000 * sigma, a) - model(x_t, 1000 * sigma, b))[:, context:].pow(2).mean().item()
+    return out
+
+
+@torch.no_grad()
+def shape_readback(model, sigmas=(0.05, 0.2, 0.35, 0.5, 0.65), frames=12, resolution=32, prompts=None):
+    """Can the model keep a shape it is SHOWN? Ground-truth videos (every other object prompt, seed 500 + i) are
+    noised to each sigma and replaced by the model's x0 prediction under their own prompt: returns {sigma: percent
+    whose shape the oracle reads as the prompt's} (the truth itself: 100). High at low noise but chance (33) at the
+    noise levels where a sampler settles the shape means the model redraws a shape it sees, but does not draw one
+    from the word."""
+    prompts = prompts or [p for p in toydata.ALL_PROMPTS if "shape" in toydata.parse_prompt(p)][::2]
+    x0 = toydata.render_batch(prompts, [500 + i for i in range(len(prompts))], frames, resolution)  # (n, F, C, H, W)
+    gen, tokens, out = torch.Generator().manual_seed(0), toydata.tokenize(prompts), {}
+    for s in sigmas:
+        sigma = torch.full((len(prompts), frames), float(s))
+        x0_hat = model(add_noise(x0, torch.randn(x0.shape, generator=gen), sigma), 1000 * sigma, tokens)
+        hits = [toydata.read_video(v).get("shape") == toydata.parse_prompt(p)["shape"] for v, p in zip(x0_hat, prompts)]
+        out[s] = 100 * sum(hits) / len(hits)
     return out
 
 

@@ -551,6 +551,13 @@ def read_video(video):
     return {"scene": "none"}
 
 
+def object_centres(video):
+    """video (F, 3, H, W) in [-1, 1] -> (cx, cy), each (F,): the oracle's per-frame centre of the brightest blob, in
+    pixels, as circular means on the torus (for diagnostics that follow an object frame by frame)."""
+    f = _frame_features(video)
+    return f["cx"], f["cy"]
+
+
 def read_video_windows(video, window=3, reference=None):
     """Per start frame i, the attributes that hold in frames [i, i + window): a list of F - window + 1 dicts.
     Every frame of a window must be an object frame (or a full-frame colour frame) for it to count.

@@ -281,13 +281,47 @@ def test_prompt_sensitivity_is_zero_for_the_same_prompt_and_positive_for_another
     assert sum(ctx.values()) > 0 and ctx != other, (ctx, other)
 
 
-def test_motion_confusion_counts_what_the_oracle_reads():
-    from evaluate import motion_confusion
+def test_confusion_counts_what_the_oracle_reads():
+    from evaluate import confusion
     import toydata
-    prompts = ["A red circle moving from left to right", "A red circle moving from right to left",
+    prompts = ["A red circle moving from left to right", "A red square moving from right to left",
                "Color gradient transitioning from blue to red"]
     truth = toydata.render_batch(prompts, [0, 1, 2], 12, 32)
-    assert motion_confusion(truth, prompts) == {"left_to_right": {"left_to_right": 1},
-                                                "right_to_left": {"right_to_left": 1}}
-    flipped = motion_confusion(truth.flip(-1), prompts)                           # mirrored videos: every sign wrong
+    assert confusion(truth, prompts) == {"left_to_right": {"left_to_right": 1}, "right_to_left": {"right_to_left": 1}}
+    flipped = confusion(truth.flip(-1), prompts)                                # mirrored videos: every sign wrong
     assert flipped == {"left_to_right": {"right_to_left": 1}, "right_to_left": {"left_to_right": 1}}, flipped
+    assert confusion(truth, prompts, "shape") == {"circle": {"circle": 1}, "square": {"square": 1}}
+    swapped = confusion(truth.roll(1, 0), prompts, "shape")                     # each video under another's prompt
+    assert swapped == {"circle": {"None": 1}, "square": {"circle": 1}}, swapped   # the transition has no object
+    with pytest.raises(AssertionError, match="'motion' or 'shape'"):
+        confusion(truth, prompts, "colour")
+
+
+def test_motion_onset_tells_a_still_first_chunk_from_a_reversed_one():
+    from evaluate import motion_onset
+    prompts = [p for p in toydata.ALL_PROMPTS if "from" in p and "Color" not in p][:16] + \
+        ["A red circle moving clockwise", "Color gradient transitioning from blue to red"]   # not straight: skipped
+    truth = toydata.render_batch(prompts, list(range(len(prompts))), 12, 32)
+    keys = ["first_asked", "first_reversed", "first_static", "rest_asked", "rest_reversed"]
+    got = motion_onset(truth, prompts)
+    assert [got[k] for k in keys] == [100, 0, 0, 100, 0] and got["videos"] == 16, got
+    got = motion_onset(truth.flip(1), prompts)                                  # played backwards: every sign wrong
+    assert [got[k] for k in keys] == [0, 100, 0, 0, 100], got
+    # a first chunk that holds still (its first frame three times), then the true motion from frame 3 on
+    still = torch.cat([truth[:, :1].expand(-1, 3, -1, -1, -1), truth[:, 3:]], 1)
+    got = motion_onset(still, prompts)
+    assert [got[k] for k in keys] == [0, 0, 100, 100, 0], got
+    with pytest.raises(AssertionError, match="more than one chunk"):
+        motion_onset(truth[:, :3], prompts)
+
+
+def test_shape_readback_reads_the_models_prediction_not_the_truth():
+    from evaluate import shape_readback
+    prompts = [p for p in toydata.ALL_PROMPTS if "shape" in toydata.parse_prompt(p)][:12:2]
+    keeps = lambda x, t, tokens: x                                              # hands back what it is shown
+    assert shape_readback(keeps, sigmas=(0.02,), frames=6, prompts=prompts) == {0.02: 100.0}
+    circles = lambda x, t, tokens: toydata.render_batch(                        # draws circles whatever it is told
+        ["A white circle moving from left to right"] * len(x), list(range(len(x))), x.shape[1], x.shape[-1])
+    got = shape_readback(circles, sigmas=(0.02, 0.5), frames=6, prompts=prompts)
+    truth_circles = 100 * sum("circle" in p for p in prompts) / len(prompts)
+    assert got == {0.02: truth_circles, 0.5: truth_circles} and 0 < truth_circles < 100, got
