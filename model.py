@@ -538,13 +538,31 @@ def student_sigmas(num_steps=4, shift=5.0):
     return [shift_sigma(1.0 - i / num_steps, shift) for i in range(num_steps)]
 
 
-def stream_layout(sigma, now, chunk):
-    """sigma (B, F) -> (B, F): what the chunk-wise sampler shows the teacher while it makes the chunk starting at
-    frame now[b]: the frames before it finished (0), the chunk at its level sigma, the frames after it noise (1).
-    The teacher trains on this layout (train.py, teacher_stream) and euler_sample(chunk=K) samples in it."""
+def stream_layout(sigma, now, length):
+    """sigma (B, F) -> (B, F): what the chunk-wise sampler shows the teacher while it makes frames
+    now[b] .. now[b] + length[b] - 1: the frames before them finished (0), those frames at their level sigma, the
+    frames after them noise (1). now and length: ints or (B,). The teacher trains on this layout (train.py,
+    teacher_stream) and euler_sample(chunk=K) samples in it, one window of sampler_windows() at a time."""
     f = torch.arange(sigma.shape[1], device=sigma.device)[None, :]               # (1, F)
-    now = torch.as_tensor(now, device=sigma.device).reshape(-1, 1)              # (B, 1)
-    return torch.where(f < now, 0.0, torch.where(f < now + chunk, sigma, 1.0))
+    now = torch.as_tensor(now, device=sigma.device).reshape(-1, 1)              # (B, 1) or (1, 1)
+    end = now + torch.as_tensor(length, device=sigma.device).reshape(-1, 1)     # (B, 1) or (1, 1)
+    return torch.where(f < now, 0.0, torch.where(f < end, sigma, 1.0))
+
+
+def sampler_windows(num_frames, chunk, start=0, first_frame=False):
+    """The order the chunk-wise teacher makes a clip in: [(first frame, frames), ...], one chunk of `chunk` frames
+    after another from frame `start`. first_frame=True (the teacher's default, train.py teacher_first_frame) makes
+    frame 0 alone and then the rest of its chunk: [(0, 1), (1, K - 1), (K, K), ...]. Why: a chunk made from noise
+    with all its frames equally noisy settles where the object is and which way it goes at the same noise level,
+    where the words' "left" or "right" is worth little to the loss, and an untaught sign comes out as the average
+    of both ways, an object that stands still. Once one frame is finished, the words decide where the next ones
+    go, a lesson the teacher learns within hundreds of steps (README, "The first frame alone")."""
+    assert chunk >= 1 and 0 <= start < num_frames and (num_frames - start) % chunk == 0, \
+        f"frames {start}..{num_frames - 1} do not split into chunks of {chunk}"
+    wins = [(s, chunk) for s in range(start, num_frames, chunk)]
+    if first_frame and start == 0 and chunk > 1:
+        wins[:1] = [(0, 1), (1, chunk - 1)]
+    return wins
 
 
 def euler_sigmas(num_steps, shift):
@@ -577,14 +595,15 @@ def cfg_x0(model, x, t, ctx, guidance, **kw):
 
 @torch.no_grad()
 def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0, mode="bidirectional",
-                 return_trajectory=False, sigmas=None, chunk=None, prefix=None):
+                 return_trajectory=False, sigmas=None, chunk=None, prefix=None, first_frame=False):
     """Many-step sampler of the teacher (and of the TF/DF baselines with mode="causal"): Euler on the
     rectified-flow ODE from sigma = 1 to 0, on euler_sigmas(num_steps, shift) or an explicit grid.
     chunk=K samples K frames at a time, as the student streams: while chunk i runs its Euler steps,
     the chunks before it sit finished at t = 0 and the chunks after it stay at their noise at t = 1000
     (the teacher's training includes that layout; see train.py). chunk=None: all frames together.
+    first_frame=True (with chunk): frame 0 alone first, then the rest of the first chunk (sampler_windows).
     return_trajectory=True: return instead the states x at every grid point, a tensor
-    (len(sigmas), B, F, C, H, W) whose [0] is the noise and [-1] the video (chunk-wise: each chunk's
+    (len(sigmas), B, F, C, H, W) whose [0] is the noise and [-1] the video (chunk-wise: each window's
     own state at that point of its own pass). prefix (B, P, C, H, W), P a multiple of K: known first
     frames, kept clean; sampling starts after them (continuing a given first chunk)."""
     if sigmas is None:
@@ -602,10 +621,10 @@ def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0,
     if P:
         x[:, :P] = prefix
     traj = [x.clone() for _ in sigmas] if return_trajectory else None
-    for start in range(P, F, K):
-        here = slice(start, start + K)
+    for start, n in sampler_windows(F, K, P, first_frame and chunk is not None):
+        here = slice(start, start + n)
         for j, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
-            t = 1000 * stream_layout(x.new_full(x.shape[:2], s), start, K)   # (B, F) past 0, chunk s, future 1
+            t = 1000 * stream_layout(x.new_full(x.shape[:2], s), start, n)   # (B, F) past 0, window s, future 1
             x0 = cfg_x0(model, x, t, ctx, guidance, mode=mode)
             x[:, here] = x[:, here] + (s_next - s) * x0_to_v(x0[:, here], x[:, here], s)  # Euler, dx/dsigma = v
             if traj is not None:

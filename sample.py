@@ -193,7 +193,8 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
         noise = torch.stack([torch.randn(num_frames, 3, res, res, generator=g) for g in gens]).to(device)
         video = euler_sample(model, tokens, noise, steps or config["teacher_steps"], config["shift"],
                              config["guidance"] if guidance is None else guidance,
-                             chunk=config.get("teacher_chunk") or K)
+                             chunk=config.get("teacher_chunk") or K,
+                             first_frame=config.get("teacher_first_frame", False))  # checkpoints from before: False
         first.append(time.perf_counter() - t0)
     elif which == "diffusion":
         # the ablation's diffusion baselines stream through the KV cache too, but with the teacher's many Euler

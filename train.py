@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 import toydata
 from configurator import ConfigError, configure
-from model import (CausalDiT, ModelConfig, add_noise, euler_sample, shift_sigma, stream_euler_sample, stream_layout,
-                   stream_sample, student_sigmas)
+from model import (CausalDiT, ModelConfig, add_noise, euler_sample, sampler_windows, shift_sigma, stream_euler_sample,
+                   stream_layout, stream_sample, student_sigmas)
 
 # -----------------------------------------------------------------------------
 # default config: the tiny CPU run. config/*.py files hold only the values they change.
@@ -73,6 +73,8 @@ teacher_frame_noise = 0.0    # fraction of videos with an independent noise leve
                              # 0.5 taught the direction words nothing measurable in 1,400 steps (notes in README)
 teacher_stream = 0.5         # fraction of videos in the streaming layout: a random chunk is noisy, the chunks before
                              # it clean (t = 0), the chunks after it pure noise (t = 1000); the teacher samples so
+teacher_first_frame = True   # the teacher makes frame 0 alone, then the rest of the first chunk, and trains on those
+                             # windows too: the sign of a motion (False: the first chunk mostly stands still, README)
 ema_decay = 0.995
 warmup_iters = 100
 # stage 2: ODE pairs
@@ -531,7 +533,8 @@ def teacher_sampler(model, dev):
         tokens = batch_tokens(prompts, dev)
         noise = torch.randn(len(prompts), num_frames, 3, resolution, resolution, generator=gen).to(dev)
         with autocast(dev):
-            return euler_sample(model, tokens, noise, teacher_steps, shift, guidance, chunk=teacher_k())
+            return euler_sample(model, tokens, noise, teacher_steps, shift, guidance, chunk=teacher_k(),
+                                first_frame=teacher_first_frame)
     return fn
 
 
@@ -619,9 +622,11 @@ def train_teacher(config, dev):
         # the tiny teacher learns the direction words this way within a few hundred steps, and not at all (3,000
         # steps) when every frame is equally noisy (README, "Why the teacher samples chunk by chunk")
         stream = torch.rand(B, generator=gen) < teacher_stream                  # (B,)
-        tk = teacher_k()
-        now = torch.randint(num_frames // tk, (B,), generator=gen) * tk         # (B,) the noisy chunk's first frame
-        sigma = torch.where(stream[:, None], stream_layout(sigma, now, tk), sigma).to(dev)
+        # one of the windows the sampler makes, uniformly: with teacher_first_frame, frame 0 alone and frames 1-2
+        # after it are two of them (model.sampler_windows)
+        wins = torch.tensor(sampler_windows(num_frames, teacher_k(), first_frame=teacher_first_frame))  # (n, 2)
+        now, length = wins[torch.randint(len(wins), (B,), generator=gen)].unbind(1)  # 2 x (B,)
+        sigma = torch.where(stream[:, None], stream_layout(sigma, now, length), sigma).to(dev)
         weight = (sigma > 0).float()                                            # (B, F) the clean past teaches nothing
         eps = torch.randn(x0.shape, generator=gen).to(dev)
         x_t = add_noise(x0, eps, sigma)
@@ -663,7 +668,8 @@ def generate_ode_pairs(teacher, prompts, noise, dev):
         tokens = batch_tokens(prompts[i:i + 64], dev)
         with autocast(dev):
             traj = euler_sample(teacher, tokens, noise[i:i + 64].to(dev), teacher_steps, shift, guidance,
-                                return_trajectory=True, chunk=teacher_k())      # (S+1, B, F, C, H, W)
+                                return_trajectory=True, chunk=teacher_k(),
+                                first_frame=teacher_first_frame)                # (S+1, B, F, C, H, W)
         states.append(torch.stack([traj[k].float().cpu() for k in keep], dim=1).half())  # (B, 5, F, C, H, W)
     return torch.cat(states)
 

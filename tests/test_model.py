@@ -329,7 +329,7 @@ def test_empty_prompt_uses_learned_null_context():
 
 def test_chunkwise_euler_sample_keeps_the_past_finished_and_the_future_noise():
     """The teacher's chunk-wise sampler: chunk i runs its Euler steps with the chunks before it finished at t = 0
-    and the chunks after it at their noise at t = 1000; a prefix is kept as given."""
+    and the chunks after it at their noise at t = 1000; a prefix is kept as given; first_frame makes frame 0 alone."""
     model = make_model(chunk=3)
     _, _, tok = inputs(model)
     noise = torch.randn(2, 6, 3, 16, 16)
@@ -351,6 +351,21 @@ def test_chunkwise_euler_sample_keeps_the_past_finished_and_the_future_noise():
     assert torch.equal(cont[:, :3], prefix) and maxdiff(cont[:, 3:], out[:, 3:]) > 1e-4
     # chunk = the whole clip is the joint sampler
     assert maxdiff(M.euler_sample(model, tok, noise, 4, 3.0, chunk=6), M.euler_sample(model, tok, noise, 4, 3.0)) == 0
+    # first_frame: frame 0 alone (the rest at t = 1000), then frames 1-2 with frame 0 finished, then chunk-wise
+    first = M.euler_sample(model, tok, noise, 4, 3.0, guidance=2.0, chunk=3, first_frame=True)
+    x = noise.clone()
+    with torch.no_grad():
+        for a, n in [(0, 1), (1, 2)]:
+            for s, s_next in zip(sig[:-1], sig[1:]):
+                t = torch.tensor([0.0] * a + [1000 * s] * n + [1000.0] * (6 - a - n)).expand(2, 6)
+                x0 = M.cfg_x0(model, x, t, ctx, 2.0)
+                x[:, a:a + n] = x[:, a:a + n] + (s_next - s) * M.x0_to_v(x0[:, a:a + n], x[:, a:a + n], s)
+    assert maxdiff(first[:, :3], x[:, :3]) <= TOL and maxdiff(first[:, :3], out[:, :3]) > 1e-4
+    traj = M.euler_sample(model, tok, noise, 4, 3.0, guidance=2.0, return_trajectory=True, chunk=3, first_frame=True)
+    assert torch.equal(traj[-1], first) and torch.equal(traj[0], noise)
+    # with a prefix, the first chunk is given: first_frame changes nothing
+    assert torch.equal(M.euler_sample(model, tok, noise, 4, 3.0, guidance=2.0, chunk=3, prefix=prefix,
+                                      first_frame=True), cont)
 
 
 @pytest.mark.parametrize("chunk,guidance", [(3, 2.0), (1, 1.0)])

@@ -507,8 +507,10 @@ def test_two_processes_train_what_one_process_trains(baseline, tmp_path):
         for k, v in a.items():
             if torch.is_tensor(v) and v.is_floating_point():
                 # float sums run in another order over two processes: equal to float32 rounding, not bit for bit.
+                # Adam divides each gradient by its running RMS, so where a gradient is tiny (a weight whose
+                # exp_avg_sq is 5e-11) the rounding grows: 1.8e-5 measured on one patch_embed weight after 3 steps.
                 # The ODE pairs are stored in float16: two of its roundings.
-                tol = 2e-3 if v.dtype == torch.float16 else 1e-5
+                tol = 2e-3 if v.dtype == torch.float16 else 5e-5
                 torch.testing.assert_close(v.float(), b[k].float(), atol=tol, rtol=tol, msg=f"{s}.pt {k}")
             elif not k.startswith(".config."):
                 assert (torch.equal(v, b[k]) if torch.is_tensor(v) else v == b[k]), f"{s}.pt {k}"

@@ -2,6 +2,7 @@
 import json
 import os
 
+import pytest
 import torch
 
 from conftest import run_py
@@ -72,3 +73,20 @@ def test_stream_layout_is_what_the_chunkwise_sampler_shows():
                          [0, 0, 0.7, 0.7, 1, 1],
                          [0, 0, 0, 0, 0.7, 0.7]])
     assert torch.allclose(got, want), got
+    # per-row window lengths: the teacher trains on frame 0 alone and on frames 1..K-1 after it (sampler_windows)
+    got = stream_layout(sigma, torch.tensor([0, 1, 3]), torch.tensor([1, 2, 3]))
+    want = torch.tensor([[0.7, 1, 1, 1, 1, 1],
+                         [0, 0.7, 0.7, 1, 1, 1],
+                         [0, 0, 0, 0.7, 0.7, 0.7]])
+    assert torch.allclose(got, want), got
+
+
+def test_sampler_windows_make_the_first_frame_alone():
+    from model import sampler_windows
+    assert sampler_windows(12, 3) == [(0, 3), (3, 3), (6, 3), (9, 3)]
+    assert sampler_windows(12, 3, first_frame=True) == [(0, 1), (1, 2), (3, 3), (6, 3), (9, 3)]
+    assert sampler_windows(12, 3, start=3, first_frame=True) == [(3, 3), (6, 3), (9, 3)]   # after a given prefix
+    assert sampler_windows(4, 1, first_frame=True) == [(0, 1), (1, 1), (2, 1), (3, 1)]     # frame-wise: unchanged
+    assert sampler_windows(6, 6, first_frame=True) == [(0, 1), (1, 5)]                     # whole clip
+    with pytest.raises(AssertionError, match="do not split"):
+        sampler_windows(7, 3)
