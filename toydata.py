@@ -48,8 +48,14 @@ LINEAR_DIRECTIONS = {  # motion -> unit (dx, dy) in image coordinates (y points 
 _PALETTE = torch.tensor(list(COLOURS.values()))                                # (8, 3)
 
 # Sizes and speeds are fractions of the resolution, so a 64x64 video is a 32x32 one drawn finer.
-OBJECT_RADIUS = (0.17, 0.21)     # circle radius / square half-side; big enough to read at 32x32 with patch 8
-TRIANGLE_INRADIUS = 0.75         # triangle inradius as a fraction of the radius: similar area to the circle
+OBJECT_RADIUS = (0.18, 0.20)     # an object's size before SHAPE_SCALE; big enough to read at 32x32 with patch 8
+SHAPE_SCALE = {"circle": 0.85, "square": 1.2, "triangle": 1.1}  # circle radius / square half-side / triangle
+                                 # size are this times the radius: each shape its own size, areas about 90 / 210 /
+                                 # 140 pixels at 32x32. A size is seen at high noise, where a blob's outline is not:
+                                 # the words can set it early, as they set the colour, and the outline follows
+                                 # from it. With one size for all (0.17-0.21, similar areas) a 3,000-step teacher drew
+                                 # every square round (0 of 48 squares, README "Where the sign and the shape are lost").
+TRIANGLE_INRADIUS = 0.75         # triangle inradius as a fraction of its size
 SPEED = (1.5 / 32, 2.5 / 32)     # linear speed per frame: 1.5-2.5 px/frame at 32 px
 # The world is a torus: objects start ANYWHERE and wrap around the edges, and orbits circle a random point.
 # So where an object is says nothing about which frame it is in, and a model whose positions are relative
@@ -202,7 +208,8 @@ def _sample_params(prompt, seed):
         # colour_from at frame 0, colour_to from frame `reach` (at most TRANSITION_FRAMES - 1) on
         return dict(p, transition=1.0, colour=COLOURS[a["colour_from"]], colour_to=COLOURS[a["colour_to"]],
                     reach=(TRANSITION_FRAMES - 1) * lerp((2 / 3, 1.0), u[4]))
-    p.update(colour=COLOURS[a["colour"]], colour_to=COLOURS[a["colour"]], shape=SHAPES.index(a["shape"]))
+    p.update(colour=COLOURS[a["colour"]], colour_to=COLOURS[a["colour"]], shape=SHAPES.index(a["shape"]),
+             radius=p["radius"] * SHAPE_SCALE[a["shape"]])
     if a["motion"] in LINEAR_DIRECTIONS:
         dx, dy = LINEAR_DIRECTIONS[a["motion"]]
         speed = lerp(SPEED, u[4])
@@ -226,7 +233,7 @@ def _coverage(P, t, resolution):
     pix = torch.arange(resolution, dtype=torch.float32) + 0.5                   # (W,) pixel centres
     dx = torch.remainder(pix[None, None, None, :] - cx[:, :, None, None] + R / 2, R) - R / 2  # (B, F, 1, W)
     dy = torch.remainder(pix[None, None, :, None] - cy[:, :, None, None] + R / 2, R) - R / 2  # (B, F, H, 1)
-    r = (P["radius"] * R)[:, None, None, None]                                  # (B, 1, 1, 1)
+    r = (P["radius"] * R)[:, None, None, None]                                  # (B, 1, 1, 1) incl. SHAPE_SCALE
     # all three distances for every video (cheaper than splitting the batch by shape), then pick per video
     sd_circle = torch.sqrt(dx**2 + dy**2) - r                                   # (B, F, H, W)
     sd_square = torch.maximum(dx.abs(), dy.abs()) - r                           # axis-aligned: Chebyshev distance

@@ -182,7 +182,7 @@ def test_transition_reaches_and_holds_target():
 
 
 def test_sizes_and_speeds_scale_with_resolution(monkeypatch):
-    """Objects are 0.17-0.21 x resolution in radius; linear speeds are SPEED x resolution per frame."""
+    """Objects are OBJECT_RADIUS x SHAPE_SCALE x resolution in size; linear speeds are SPEED x resolution per frame."""
     monkeypatch.setattr(T, "TRAIL", ())                                          # measure the body alone
     rng = random.Random(1)
     prompts = [p for p in OBJECT_PROMPTS if "from" in p]
@@ -194,7 +194,8 @@ def test_sizes_and_speeds_scale_with_resolution(monkeypatch):
             height = cover.amax(2).sum(1)[0].item()                              # rows spanned
             shape = T.parse_prompt(p)["shape"]
             r = height / 2 if shape != "triangle" else height / (3 * T.TRIANGLE_INRADIUS)  # height = 3 x inradius
-            assert 0.16 * res < r < 0.22 * res, (p, r / res)
+            lo, hi = (T.SHAPE_SCALE[shape] * x for x in T.OBJECT_RADIUS)
+            assert (lo - 0.01) * res < r < (hi + 0.01) * res, (p, r / res)
             f = T._frame_features(v)
             step = torch.tensor([f["cx"][1] - f["cx"][0], f["cy"][1] - f["cy"][0]])
             step = torch.remainder(step + res / 2, res) - res / 2
