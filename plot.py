@@ -39,8 +39,8 @@ from matplotlib.patches import Patch
 
 import sample
 import toydata
-from model import (add_noise, cfg_context, cfg_x0, euler_sample, euler_sigmas, make_attention_mask, stream_layout,
-                   stream_sample, student_sigmas)
+from model import (add_noise, cfg_context, cfg_x0, euler_sample, euler_sigmas, make_attention_mask, sampler_windows,
+                   stream_layout, stream_sample, student_sigmas)
 from sample import CHECKPOINTS, OneLineParser, SampleError, generate, load_model, to_uint8, upscale
 
 WIDTH, GIF_WIDTH, DPI = 7.0, 4.2, 100      # inches; 700 px in the README, GIFs smaller to stay well under 1 MB
@@ -373,17 +373,24 @@ def teacher_trajectory(model, config, prompt, seed=0, frames=slice(0, 3)):
     """The teacher's chunk-wise Euler sampler, seen every steps/4 steps, i.e. exactly at the student's sigmas:
     a list of (sigma, x_t, x0_hat) of the chunk `frames`, and that chunk at the end (sample.generate's video)."""
     n, g, F, res, K = (config[k] for k in ("teacher_steps", "guidance", "num_frames", "resolution", "chunk"))
+    K = config.get("teacher_chunk") or K
+    first = config.get("teacher_first_frame", False)
     tokens = toydata.tokenize([prompt])
     noise = torch.randn(F, 3, res, res, generator=torch.Generator().manual_seed(seed))[None]   # (1, F, C, H, W)
-    traj = euler_sample(model, tokens, noise, n, config["shift"], g, return_trajectory=True, chunk=K)  # (n+1, 1, F, C, H, W)
+    traj = euler_sample(model, tokens, noise, n, config["shift"], g, return_trajectory=True, chunk=K,
+                        first_frame=first)                                     # (n+1, 1, F, C, H, W)
     sigmas, ctx = euler_sigmas(n, config["shift"]), cfg_context(model, tokens, g)
-    a, b = frames.start, frames.stop
+    windows = [(a, m) for a, m in sampler_windows(F, K, first_frame=first) if frames.start <= a < frames.stop]
+    assert windows and sum(m for _, m in windows) == frames.stop - frames.start, \
+        f"frames {frames} are not whole windows of the teacher's sampler {sampler_windows(F, K, first_frame=first)}"
     steps = []
     for i in range(0, n, max(1, n // 4)):     # the teacher's own x0 prediction at the states it passed through:
-        x = torch.cat([traj[-1, :, :a], traj[i, :, a:b], noise[:, b:]], 1)     # finished past, this chunk, noise
-        t = 1000 * stream_layout(torch.full((1, F), sigmas[i]), a, b - a)      # (1, F) past 0, chunk s, future 1
-        x0 = cfg_x0(model, x, t, ctx, g)                                         # (1, F, C, H, W)
-        steps.append((sigmas[i], traj[i, 0, frames], x0[0, frames]))
+        x0s = []
+        for a, m in windows:                  # (the first chunk is two windows: frame 0 alone, then the rest)
+            x = torch.cat([traj[-1, :, :a], traj[i, :, a:a + m], noise[:, a + m:]], 1)  # finished, window, noise
+            t = 1000 * stream_layout(torch.full((1, F), sigmas[i]), a, m)         # (1, F) past 0, window s, future 1
+            x0s.append(cfg_x0(model, x, t, ctx, g)[0, a:a + m])                   # (m, C, H, W)
+        steps.append((sigmas[i], traj[i, 0, frames], torch.cat(x0s)))
     return steps, traj[-1, 0, frames]
 
 

@@ -93,6 +93,12 @@ def test_trajectories_end_where_the_samplers_end(micro_run):
     assert [s for s, _, _ in t_steps] == pytest.approx([s for s, _, _ in steps]), "teacher shown at other sigmas"
     video = generate(teacher, config, [prompt], config["num_frames"], [5], which="teacher", progress=False)[0][0]
     assert torch.allclose(end, video[K:2 * K], atol=1e-5)
+    # the first chunk, which the teacher makes in two windows (frame 0 alone, then the rest)
+    assert config["teacher_first_frame"]
+    t_steps, end = plot.teacher_trajectory(teacher, config, prompt, seed=5, frames=slice(0, K))
+    assert torch.allclose(end, video[:K], atol=1e-5) and all(x0.shape == end.shape for _, _, x0 in t_steps)
+    with pytest.raises(AssertionError, match="whole windows"):
+        plot.teacher_trajectory(teacher, config, prompt, seed=5, frames=slice(1, K + 1))
 
 
 def test_drift_curves_agree_with_window_adherence():
