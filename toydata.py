@@ -54,7 +54,7 @@ SHAPE_SCALE = {"circle": 0.85, "square": 1.2, "triangle": 1.1}  # circle radius 
                                  # 140 pixels at 32x32. A size is seen at high noise, where a blob's outline is not:
                                  # the words can set it early, as they set the colour, and the outline follows
                                  # from it. With one size for all (0.17-0.21, similar areas) a 3,000-step teacher drew
-                                 # every square round (0 of 48 squares, README "Where the sign and the shape are lost").
+                                 # every square round (0 of 48 squares; README, "Each shape its own size").
 TRIANGLE_INRADIUS = 0.75         # triangle inradius as a fraction of its size
 SPEED = (1.5 / 32, 2.5 / 32)     # linear speed per frame: 1.5-2.5 px/frame at 32 px
 # The world is a torus: objects start ANYWHERE and wrap around the edges, and orbits circle a random point.

@@ -1,7 +1,7 @@
 """
 The whole Self Forcing training story, top to bottom (Huang et al. 2025, arXiv 2506.08009).
 
-    python train.py config/tiny.py                  # 2-core CPU: about 14 min (README)
+    python train.py config/tiny.py                  # 2-core CPU: about 13 min (README)
     python train.py config/tiny.py --sf_iters=400   # any config key can be overridden
 
 Four stages, each checkpointed into out_dir. Re-running the same command skips finished stages and
@@ -65,20 +65,20 @@ shift = 3.0
 guidance = 4.0               # CFG scale, standard form uncond + g (cond - uncond) (official code's g' = g - 1)
 teacher_steps = 12           # Euler steps of the teacher sampler; a multiple of 4 puts the student's sigmas on its grid
 # stage 1: teacher
-teacher_iters = 2800          # about 0.2 s a step on 2 cores; the whole tiny run must stay under 15 min
+teacher_iters = 2800         # about 0.2 s a step on 2 cores; the whole tiny run must stay under 15 min
 teacher_batch = 16
 teacher_lr = 1e-3
 cfg_dropout = 0.1            # fraction of prompts replaced by the empty prompt, so the model also learns uncond
 teacher_frame_noise = 0.0    # fraction of videos with an independent noise level per frame (rest: one per video);
                              # 0.5 taught the direction words nothing measurable in 1,400 steps (notes in README)
-teacher_stream = 0.5         # fraction of videos in the streaming layout: a random chunk is noisy, the chunks before
-                             # it clean (t = 0), the chunks after it pure noise (t = 1000); the teacher samples so
+teacher_stream = 0.5         # fraction of videos in the streaming layout: one window of the sampler noisy, the
+                             # frames before it clean (t = 0), those after it noise (t = 1000); the teacher samples so
 teacher_first_frame = True   # the teacher makes frame 0 alone, then the rest of the first chunk, and trains on those
                              # windows too: the sign of a motion (False: the first chunk mostly stands still, README)
 ema_decay = 0.995
 warmup_iters = 100
 # stage 2: ODE pairs
-ode_pairs = 96               # videos sampled by the teacher (stored in float16); 5 sampler passes, ~1 s each
+ode_pairs = 96               # videos sampled by the teacher (stored in float16); about 0.6 s a video on 2 cores
 # stage 3: causal ODE init
 ode_iters = 160
 ode_batch = 16
