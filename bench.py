@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import toydata
 from evaluate import median_seconds
 from model import CausalDiT, add_noise, euler_sample, stream_sample, student_sigmas
+from sample import teacher_order
 
 
 def peak_rss_mb(reset=False):
@@ -95,8 +96,8 @@ def sampling_rows(teacher, student, config, repeats):
                 f"{cached * 1000:.0f} ms vs {recompute * 1000:.0f} ms", f"{recompute / cached:.1f}x")
         noise = torch.randn(1, F_, 3, res, res, generator=gen())
         t_teacher = median_seconds(lambda: euler_sample(teacher, tokens, noise, config["teacher_steps"],
-                                                        config["shift"], config["guidance"], chunk=K,
-                                                        first_frame=config.get("teacher_first_frame", False)), repeats)
+                                                        config["shift"], config["guidance"],
+                                                        **teacher_order(config)), repeats)
         t_student = median_seconds(lambda: stream(F_, True), repeats)
         rows[f"student 4-step streaming vs teacher {config['teacher_steps']}-step CFG, {F_} frames"] = (
             f"{t_student * 1000:.0f} ms vs {t_teacher * 1000:.0f} ms", f"{t_teacher / t_student:.1f}x")

@@ -117,17 +117,17 @@ def motion_onset(videos, prompts, chunk=3):
       rest_asked / rest_reversed                    frames after the first chunk: progress > +3 px / < -3 px
     A model that knows the axis but not the sign, and whose later chunks continue whatever came before, shows a
     still or coin-flip first chunk and a coin-flip rest."""
+    assert 2 <= chunk < videos.shape[1], f"motion_onset needs chunks of >= 2 frames and more than one chunk, got " \
+                                          f"chunk {chunk} and {videos.shape[1]} frames"
     counts, n = dict.fromkeys(["first_asked", "first_reversed", "first_static", "rest_asked", "rest_reversed"], 0), 0
     for v, p in zip(videos, prompts):
         motion = toydata.parse_prompt(p).get("motion")
         if motion not in toydata.LINEAR_DIRECTIONS:
             continue
-        assert 2 <= chunk < v.shape[0], f"motion_onset needs chunks of >= 2 frames and more than one chunk, got " \
-                                         f"chunk {chunk} and {v.shape[0]} frames"
         cx, cy = toydata.object_centres(v)                                        # (F,), (F,) pixels
         R = v.shape[-1]
         step = torch.stack([cx.diff(), cy.diff()], 1)                           # (F - 1, 2) frame to frame
-        step = torch.remainder(step + R / 2, R) - R / 2                         # shortest way round the torus
+        step = toydata.torus_delta(step, R)                                     # shortest way round the torus
         along = step @ torch.tensor(toydata.LINEAR_DIRECTIONS[motion], dtype=step.dtype)   # (F - 1,) asked way
         first, rest = along[:chunk - 1].sum().item(), along[chunk:].sum().item()  # skip the step across the seam
         counts["first_asked"] += first > 1

@@ -372,17 +372,17 @@ def student_trajectory(model, config, prompt, seed=0, chunk_index=0):
 def teacher_trajectory(model, config, prompt, seed=0, frames=slice(0, 3)):
     """The teacher's chunk-wise Euler sampler, seen every steps/4 steps, i.e. exactly at the student's sigmas:
     a list of (sigma, x_t, x0_hat) of the chunk `frames`, and that chunk at the end (sample.generate's video)."""
-    n, g, F, res, K = (config[k] for k in ("teacher_steps", "guidance", "num_frames", "resolution", "chunk"))
-    K = config.get("teacher_chunk") or K
-    first = config.get("teacher_first_frame", False)
+    n, g, F, res = (config[k] for k in ("teacher_steps", "guidance", "num_frames", "resolution"))
+    order = sample.teacher_order(config)                                        # chunk, first_frame
     tokens = toydata.tokenize([prompt])
     noise = torch.randn(F, 3, res, res, generator=torch.Generator().manual_seed(seed))[None]   # (1, F, C, H, W)
-    traj = euler_sample(model, tokens, noise, n, config["shift"], g, return_trajectory=True, chunk=K,
-                        first_frame=first)                                     # (n+1, 1, F, C, H, W)
+    traj = euler_sample(model, tokens, noise, n, config["shift"], g, return_trajectory=True, **order)
+    # traj (n+1, 1, F, C, H, W): each window's own state at every grid point of its own pass
     sigmas, ctx = euler_sigmas(n, config["shift"]), cfg_context(model, tokens, g)
-    windows = [(a, m) for a, m in sampler_windows(F, K, first_frame=first) if frames.start <= a < frames.stop]
+    all_windows = sampler_windows(F, order["chunk"], first_frame=order["first_frame"])
+    windows = [(a, m) for a, m in all_windows if frames.start <= a < frames.stop]
     assert windows and sum(m for _, m in windows) == frames.stop - frames.start, \
-        f"frames {frames} are not whole windows of the teacher's sampler {sampler_windows(F, K, first_frame=first)}"
+        f"frames {frames} are not whole windows of the teacher's sampler {all_windows}"
     steps = []
     for i in range(0, n, max(1, n // 4)):     # the teacher's own x0 prediction at the states it passed through:
         x0s = []

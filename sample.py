@@ -141,6 +141,13 @@ def state_dict_mismatch(model, state):
                      for kind, keys in diffs.items() if keys)
 
 
+def teacher_order(config):
+    """How a checkpoint's teacher makes a clip: euler_sample's chunk and first_frame (train.py teacher_chunk,
+    teacher_first_frame). Checkpoints from before teacher_first_frame existed sample chunk by chunk (False)."""
+    return dict(chunk=config.get("teacher_chunk") or config["chunk"],
+                first_frame=config.get("teacher_first_frame", False))
+
+
 def check_device(name):
     """torch.device(name), or SampleError if it is not a device name or not available on this machine."""
     try:
@@ -192,9 +199,7 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
         # all its Euler steps over the whole clip, and the clip is made in one call: time to first chunk = all of it
         noise = torch.stack([torch.randn(num_frames, 3, res, res, generator=g) for g in gens]).to(device)
         video = euler_sample(model, tokens, noise, steps or config["teacher_steps"], config["shift"],
-                             config["guidance"] if guidance is None else guidance,
-                             chunk=config.get("teacher_chunk") or K,
-                             first_frame=config.get("teacher_first_frame", False))  # checkpoints from before: False
+                             config["guidance"] if guidance is None else guidance, **teacher_order(config))
         first.append(time.perf_counter() - t0)
     elif which == "diffusion":
         # the ablation's diffusion baselines stream through the KV cache too, but with the teacher's many Euler

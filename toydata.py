@@ -220,6 +220,11 @@ def _sample_params(prompt, seed):
     return dict(p, orbit=lerp(ORBIT_RADIUS, u[5]), omega=sign * math.radians(lerp(ORBIT_SPEED_DEG, u[6])))
 
 
+def torus_delta(d, size):
+    """Offsets d (any shape) on a circle of `size` pixels -> the shortest signed way round it, in [-size/2, size/2)."""
+    return torch.remainder(d + size / 2, size) - size / 2
+
+
 def _coverage(P, t, resolution):
     """How much of every pixel the object's body covers at (possibly fractional or negative) times t (1, F)."""
     R = float(resolution)
@@ -231,8 +236,8 @@ def _coverage(P, t, resolution):
     cx, cy = cx * R, cy * R                                                     # in pixels
     # toroidal offsets from the centre to every pixel centre, wrapped into [-R/2, R/2)
     pix = torch.arange(resolution, dtype=torch.float32) + 0.5                   # (W,) pixel centres
-    dx = torch.remainder(pix[None, None, None, :] - cx[:, :, None, None] + R / 2, R) - R / 2  # (B, F, 1, W)
-    dy = torch.remainder(pix[None, None, :, None] - cy[:, :, None, None] + R / 2, R) - R / 2  # (B, F, H, 1)
+    dx = torus_delta(pix[None, None, None, :] - cx[:, :, None, None], R)     # (B, F, 1, W)
+    dy = torus_delta(pix[None, None, :, None] - cy[:, :, None, None], R)     # (B, F, H, 1)
     r = (P["radius"] * R)[:, None, None, None]                                  # (B, 1, 1, 1) incl. SHAPE_SCALE
     # all three distances for every video (cheaper than splitting the batch by shape), then pick per video
     sd_circle = torch.sqrt(dx**2 + dy**2) - r                                   # (B, F, H, W)
@@ -428,7 +433,7 @@ def _shape_measures(cover, cy):
     Measured on soft coverage they are sub-pixel accurate: on a binary mask at 32x32 a circle's fill jumps
     between 0.69 and 0.90 as it moves; on `cover` it stays within 0.73-0.84."""
     H = cover.shape[1]
-    dy = torch.remainder(torch.arange(H) + 0.5 - cy[:, None] + H / 2, H) - H / 2  # (F, H) rows from the centre
+    dy = torus_delta(torch.arange(H) + 0.5 - cy[:, None], H)                   # (F, H) rows from the centre
     cols, rows = cover.amax(1), cover.amax(2)                                   # (F, W), (F, H) box profiles
     box_w, box_h = cols.sum(1).clamp(min=1e-6), rows.sum(1).clamp(min=1e-6)     # (F,), (F,) box size in pixels
     mass = cover.sum((1, 2)).clamp(min=1e-6)                                    # (F,) soft area
@@ -496,7 +501,7 @@ def _read_motion(f, good):
     R = f["res"]
     a, b = torch.tensor(pairs).T                                                # (P,), (P,)
     step = torch.stack([f["cx"][b] - f["cx"][a], f["cy"][b] - f["cy"][a]], 1)   # (P, 2)
-    step = torch.remainder(step + R / 2, R) - R / 2                             # shortest way round the torus
+    step = torus_delta(step, R)                                                 # shortest way round the torus
     if step.norm(dim=1).median() < MIN_SPEED * R:
         return "static"
     # signed angle from each step to the next (cross and dot product), for steps that share a frame

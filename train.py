@@ -605,6 +605,9 @@ def train_teacher(config, dev):
     start, state = resumable("teacher", ck, config, gen, model=model, ema=ema, opt=opt)
 
     fwd = ddp_wrap(torch.compile(model) if compile else model, dev)
+    # the windows the sampler makes (model.sampler_windows); with teacher_first_frame, frame 0 alone and frames 1-2
+    # after it are two of them. The streaming layout shows one of them, uniformly.
+    wins = torch.tensor(sampler_windows(num_frames, teacher_k(), first_frame=teacher_first_frame))  # (n, 2)
     t0 = time.time()
     for it in tqdm(range(start, teacher_iters), desc="teacher", initial=start, total=teacher_iters, mininterval=2,
                    disable=not is_master()):
@@ -617,14 +620,11 @@ def train_teacher(config, dev):
         # clean one can only be recovered from how frames relate, which teaches motion far sooner
         own = torch.rand(B, generator=gen) < teacher_frame_noise                # (B,)
         sigma = torch.where(own[:, None], sample_sigma(B * num_frames, gen).view(B, num_frames), sigma)
-        # ... and the streaming layout of the chunk-wise sampler: clean past, one noisy chunk, pure-noise future.
+        # ... and the streaming layout of the chunk-wise sampler: clean past, one noisy window, pure-noise future.
         # A clean past anchors the object, and predicting the future from it is where "from left to right" pays:
         # the tiny teacher learns the direction words this way within a few hundred steps, and not at all (3,000
         # steps) when every frame is equally noisy (README, "Why the teacher samples chunk by chunk")
         stream = torch.rand(B, generator=gen) < teacher_stream                  # (B,)
-        # one of the windows the sampler makes, uniformly: with teacher_first_frame, frame 0 alone and frames 1-2
-        # after it are two of them (model.sampler_windows)
-        wins = torch.tensor(sampler_windows(num_frames, teacher_k(), first_frame=teacher_first_frame))  # (n, 2)
         now, length = wins[torch.randint(len(wins), (B,), generator=gen)].unbind(1)  # 2 x (B,)
         sigma = torch.where(stream[:, None], stream_layout(sigma, now, length), sigma).to(dev)
         weight = (sigma > 0).float()                                            # (B, F) the clean past teaches nothing

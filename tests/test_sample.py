@@ -58,3 +58,9 @@ def test_errors_are_one_clear_line(micro_run, tmp_path):
         assert needle in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_teacher_order_reads_the_checkpoint_config():
+    from sample import teacher_order
+    assert teacher_order({"chunk": 3, "teacher_chunk": 0, "teacher_first_frame": True}) == dict(chunk=3, first_frame=True)
+    assert teacher_order({"chunk": 1, "teacher_chunk": 3}) == dict(chunk=3, first_frame=False)   # saved before the key

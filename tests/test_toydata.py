@@ -368,3 +368,8 @@ def test_positions_do_not_reveal_the_frame_index():
             assert spread < 0.15, f"frame {frame}: positions cluster (mean resultant {spread:.2f})"
     # and the world wraps: some objects are split across an edge
     assert (video[..., 0] > 0).any() and (video[..., -1, :] > 0).any()
+
+
+def test_torus_delta_is_the_shortest_signed_way_round():
+    d = torch.tensor([0.0, 1.0, 15.0, 16.0, 17.0, 31.0, -1.0, -17.0, 40.0])
+    assert T.torus_delta(d, 32).tolist() == [0.0, 1.0, 15.0, -16.0, -15.0, -1.0, -1.0, 15.0, 8.0]
