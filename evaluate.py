@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import toydata
-from model import add_noise, euler_sample, stream_euler_sample, student_sigmas
+from model import add_noise, euler_sample, stream_euler_sample, stream_sample, student_sigmas
 from sample import OneLineParser, SampleError, generate, load_model
 
 MODELS = ["teacher", "ode", "self_forcing"]
@@ -529,7 +529,7 @@ def continue_videos(model, config, truth, prompts, seeds, which):
     as a generated chunk would (teacher-forced context), and the other chunks stream as in sample.py: 4 steps,
     re-noising with fresh noise between steps. The bidirectional teacher has no cache: its chunk-wise Euler sampler
     (CFG) starts after the truth's first chunk, which it sees clean at t = 0 as it would its own. Noise from each seed."""
-    K, (B, Fr) = config["chunk"], truth.shape[:2]
+    K, Fr = config["chunk"], truth.shape[1]
     tokens = toydata.tokenize(prompts)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     if which == "teacher":
@@ -543,19 +543,8 @@ def continue_videos(model, config, truth, prompts, seeds, which):
                                    sink=config.get("sink", 0), prefix=truth[:, :K])
     sigmas = student_sigmas(4, config["shift"])
     noise = torch.stack([torch.randn(len(sigmas), *truth.shape[1:], generator=g) for g in gens], 1)  # (S, B, F, ...)
-    cache = model.new_cache(tokens, window=config.get("window") or config["num_frames"] - K,
-                            sink=config.get("sink", 0))
-    model.append_to_cache(truth[:, :K], cache, 0)                                # the teacher-forced context
-    chunks = [truth[:, :K]]
-    for start in range(K, Fr, K):
-        x = noise[0, :, start:start + K]                                         # (B, K, 3, H, W) fresh noise
-        for j, s in enumerate(sigmas):
-            x0 = model.forward_chunk(x, torch.full((B, K), 1000 * s), cache, start)
-            if j + 1 < len(sigmas):
-                x = add_noise(x0, noise[j + 1, :, start:start + K], sigmas[j + 1])
-        model.append_to_cache(x0, cache, start)
-        chunks.append(x0)
-    return torch.cat(chunks, 1)
+    return stream_sample(model, tokens, Fr, sigmas, noise=noise, prefix=truth[:, :K],   # the truth enters the cache
+                         window=config.get("window") or config["num_frames"] - K, sink=config.get("sink", 0))
 
 
 def median_seconds(fn, repeats):

@@ -6,6 +6,8 @@ One class, CausalDiT, plays every role of the paper by its attention pattern alo
   "causal"           block-causal: a token of chunk i sees chunks <= i (ODE init, diffusion forcing)
   "teacher_forcing"  the [clean | noisy] layout: noisy chunk i sees clean chunks < i and itself
   streaming          forward_chunk() + a KV cache of earlier chunks (Self Forcing rollout, inference)
+A "chunk" is K frames; with ModelConfig.first_frame the first one splits into frame 0 alone and frames 1..K-1
+(sampler_windows), and every causal path follows those blocks.
 It predicts x0 (the clean video) directly; see DESIGN.md section 2 for why not the flow v.
 
 Shape key (every comment below uses it)
@@ -33,6 +35,7 @@ class ModelConfig:
     patch: int = 8               # p: one token per p x p patch; 3*8*8 = 192 pixel values per token
     channels: int = 3            # C
     chunk: int = 3               # K: frames denoised together; 1 = frame-wise autoregression
+    first_frame: bool = False    # causal modes: frame 0 is a block alone, then frames 1..K-1, then chunks of K
     width: int = 128             # D
     depth: int = 4               # DiT blocks
     heads: int = 4               # nh
@@ -74,35 +77,65 @@ class ModelConfig:
 #            Where a token may look (attention masks) and where it sits (3-D RoPE)
 # ---------------------------------------------------------------------------------------------
 
-def frame_visibility(num_frames, chunk, window=None, sink=0):
+def sampler_windows(num_frames, chunk, start=0, first_frame=False):
+    """The blocks a clip is made in, in order: [(first frame, frames), ...], one chunk of `chunk` frames after
+    another from frame `start`. first_frame=True makes frame 0 alone and then the rest of its chunk:
+    [(0, 1), (1, K - 1), (K, K), ...]. The teacher's chunk-wise sampler makes its clips so (train.py
+    teacher_first_frame) and so does the causal student (ModelConfig.first_frame: its masks, its KV-cache streaming
+    and its training all follow these blocks). Why: a chunk made from noise with all its frames equally noisy
+    settles where the object is and which way it goes at the same noise level, where the words' "left" or "right" is
+    worth little to the loss, and an untaught sign comes out as the average of both ways, an object that stands
+    still. Once one frame is finished, the words decide where the next ones go, a lesson learned within hundreds of
+    steps (README, "The first frame alone")."""
+    first_frame = first_frame and start == 0 and chunk > 1
+    if first_frame and num_frames == 1:                                # frame 0 alone is a whole block too
+        return [(0, 1)]
+    assert chunk >= 1 and 0 <= start < num_frames and (num_frames - start) % chunk == 0, \
+        f"frames {start}..{num_frames - 1} do not split into chunks of {chunk}"
+    wins = [(s, chunk) for s in range(start, num_frames, chunk)]
+    if first_frame:
+        wins[:1] = [(0, 1), (1, chunk - 1)]
+    return wins
+
+
+def frame_blocks(num_frames, chunk, first_frame=False):
+    """(F,) long: the index of the block (sampler_windows) each frame belongs to, e.g. 12 frames, K = 3 with
+    first_frame: [0, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]. Training draws one noise level per block with it."""
+    wins = sampler_windows(num_frames, chunk, first_frame=first_frame)
+    return torch.cat([torch.full((n,), i) for i, (_, n) in enumerate(wins)])
+
+
+def frame_visibility(num_frames, chunk, window=None, sink=0, first_frame=False):
     """(F, F) bool: may query frame q see key frame k under block-causal attention?
-    A query in the chunk starting at frame s sees its own chunk (bidirectionally) and the past
-    frames k < s; with a rolling window only the sink frames [0, sink) and the last `window`
-    frames [s - window, s) of that past -- exactly the frames a rolling KV cache still holds."""
-    q = torch.arange(num_frames)[:, None]
+    A query in the block starting at frame s (a chunk, or with first_frame frame 0 alone and frames 1..K-1, see
+    sampler_windows) sees its own block (bidirectionally) and the past frames k < s; with a rolling window only the
+    sink frames [0, sink) and the last `window` frames [s - window, s) of that past -- exactly the frames a rolling
+    KV cache still holds."""
     k = torch.arange(num_frames)[None, :]
     sink = sink or 0                                                   # None means no sink frames
-    start = (q // chunk) * chunk                                       # first frame of q's chunk
+    start = torch.cat([torch.full((n,), s) for s, n in
+                       sampler_windows(num_frames, chunk, first_frame=first_frame)])[:, None]   # (F, 1) q's block
     past = k < start
     if window is not None:
         past = past & ((k < sink) | (k >= start - window))
-    return past | ((k // chunk) == (q // chunk))
+    return past | (start == start.T)                                   # (F, F): the past, or the same block
 
 
-def make_attention_mask(num_frames, tokens_per_frame, chunk, mode, window=None, sink=0):
-    """Token-level mask, (L, L) bool, or (2L, 2L) for "teacher_forcing" ([clean | noisy])."""
+def make_attention_mask(num_frames, tokens_per_frame, chunk, mode, window=None, sink=0, first_frame=False):
+    """Token-level mask, (L, L) bool, or (2L, 2L) for "teacher_forcing" ([clean | noisy]). first_frame: the
+    causal modes' blocks start with frame 0 alone (sampler_windows)."""
     if mode == "bidirectional":
         if window is not None:
             raise ValueError("a rolling window only makes sense for causal modes, not 'bidirectional'")
         frames = torch.ones(num_frames, num_frames, dtype=torch.bool)
     elif mode in ("causal", "teacher_forcing"):
-        if num_frames % chunk != 0:
+        if num_frames % chunk != 0 and not (first_frame and num_frames == 1):   # (frame 0 alone: one block)
             raise ValueError(f"{num_frames} frames do not split into chunks of {chunk} frames "
                              f"(mode {mode!r} needs the frame count to be a multiple of the chunk)")
-        frames = frame_visibility(num_frames, chunk, window, sink)
+        frames = frame_visibility(num_frames, chunk, window, sink, first_frame)
         if mode == "teacher_forcing":
-            same = frame_visibility(num_frames, chunk, window=0, sink=0)    # own chunk only
-            clean_past = frames & ~same                                     # clean chunks < i
+            same = frame_visibility(num_frames, chunk, 0, 0, first_frame)  # own block only
+            clean_past = frames & ~same                                     # clean blocks < i
             frames = torch.cat([torch.cat([frames, torch.zeros_like(frames)], 1),   # clean queries
                                 torch.cat([clean_past, same], 1)], 0)               # noisy queries
     else:
@@ -440,7 +473,8 @@ class CausalDiT(nn.Module):
         if mode == "bidirectional" and window is not None:
             raise ValueError("a rolling window only makes sense for causal modes, not 'bidirectional'")
         mask = None if mode == "bidirectional" else \
-            make_attention_mask(F, self.cfg.tokens_per_frame, self.cfg.chunk, mode, window, sink).to(x.device)
+            make_attention_mask(F, self.cfg.tokens_per_frame, self.cfg.chunk, mode, window, sink,
+                                self.cfg.first_frame).to(x.device)
         out, _ = self._run(x, t, frames, text, mask)
         return out[:, -F:]                                           # (B, F, C, H, W)
 
@@ -549,22 +583,6 @@ def stream_layout(sigma, now, length):
     return torch.where(f < now, 0.0, torch.where(f < end, sigma, 1.0))
 
 
-def sampler_windows(num_frames, chunk, start=0, first_frame=False):
-    """The order the chunk-wise teacher makes a clip in: [(first frame, frames), ...], one chunk of `chunk` frames
-    after another from frame `start`. first_frame=True (the teacher's default, train.py teacher_first_frame) makes
-    frame 0 alone and then the rest of its chunk: [(0, 1), (1, K - 1), (K, K), ...]. Why: a chunk made from noise
-    with all its frames equally noisy settles where the object is and which way it goes at the same noise level,
-    where the words' "left" or "right" is worth little to the loss, and an untaught sign comes out as the average
-    of both ways, an object that stands still. Once one frame is finished, the words decide where the next ones
-    go, a lesson the teacher learns within hundreds of steps (README, "The first frame alone")."""
-    assert chunk >= 1 and 0 <= start < num_frames and (num_frames - start) % chunk == 0, \
-        f"frames {start}..{num_frames - 1} do not split into chunks of {chunk}"
-    wins = [(s, chunk) for s in range(start, num_frames, chunk)]
-    if first_frame and start == 0 and chunk > 1:
-        wins[:1] = [(0, 1), (1, chunk - 1)]
-    return wins
-
-
 def euler_sigmas(num_steps, shift):
     """num_steps + 1 sigmas from 1 to 0 on a shifted uniform grid. When num_steps is a multiple of
     4 (the student's step count), the student's sigmas sit exactly at grid indices 0, n/4, n/2, 3n/4."""
@@ -633,26 +651,36 @@ def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0,
 
 
 @torch.no_grad()
+def prefill(model, cache, prefix):
+    """Known first frames prefix (B, P, C, H, W) enter the cache as finished blocks at t = 0, block by block as
+    the model would have made them (sampler_windows), so their K/V are those a generated prefix would leave."""
+    for start, n in sampler_windows(prefix.shape[1], model.cfg.chunk, first_frame=model.cfg.first_frame):
+        model.append_to_cache(prefix[:, start:start + n], cache, start)
+
+
 def stream_sample(model, tokens, num_frames, sigmas, generator=None, noise=None, kv_cache=True,
-                  window=None, sink=0, progress=None, ctx=None):
+                  window=None, sink=0, progress=None, ctx=None, prefix=None):
     """Few-step autoregressive inference, the paper's sampler (and the Self Forcing rollout without
     the gradient bookkeeping):
-        for each chunk i (frames start .. start+K):
+        for each block i (frames start .. start+n: a chunk of K, see sampler_windows):
             x = eps_0                                        fresh noise
             for j, sigma_j in enumerate(sigmas):
                 x0 = G(x, sigma_j | cache)                   forward_chunk
                 if j is not the last step:
                     x = (1 - sigma_j+1) x0 + sigma_j+1 eps_j+1   RE-NOISE with fresh noise (not Euler)
-            chunk i = x0;  cache += K/V of G(x0, t = 0)      append_to_cache, no gradient
-    kv_cache=False recomputes the block-causal sequence [generated frames at t = 0 | current chunk]
+            block i = x0;  cache += K/V of G(x0, t = 0)      append_to_cache, no gradient
+    kv_cache=False recomputes the block-causal sequence [generated frames at t = 0 | current block]
     at every step instead: the same video for the same noise, more compute.
-    noise: (S, B, F, C, H, W), noise[j] = eps_j for every chunk; drawn here from `generator` in one
+    noise: (S, B, F, C, H, W), noise[j] = eps_j for every block; drawn here from `generator` in one
     go if not given, so both paths consume identical noise. window/sink: rolling cache (see
-    KVCache), any num_frames. progress(chunk_index, x0_chunk) is called after each chunk (tqdm)."""
+    KVCache), any num_frames. progress(block_index, x0_block) is called after each block (tqdm).
+    prefix (B, P, C, H, W), P a multiple of K: known first frames, kept as they are; streaming starts after them."""
     cfg, K, S = model.cfg, model.cfg.chunk, len(sigmas)
     B = tokens.shape[0] if ctx is None else ctx[0].shape[0]
+    P = 0 if prefix is None else prefix.shape[1]
     if num_frames < 1 or num_frames % K != 0:
         raise ValueError(f"num_frames={num_frames} must be a positive multiple of the chunk size {K}")
+    assert P % K == 0 and P < num_frames, f"a prefix of {P} frames must be a multiple of the chunk {K}, < {num_frames}"
     assert S >= 1 and all(0 < s <= 1 for s in sigmas), f"sigmas must lie in (0, 1]; got {sigmas}"
     dev = next(model.parameters()).device
     shape = (S, B, num_frames, cfg.channels, cfg.resolution, cfg.resolution)
@@ -662,33 +690,35 @@ def stream_sample(model, tokens, num_frames, sigmas, generator=None, noise=None,
     assert tuple(noise.shape) == shape, f"noise must be (S, B, F, C, H, W) = {shape}; got {list(noise.shape)}"
     ctx = model.encode_text(tokens) if ctx is None else ctx
     cache = model.new_cache(window=window, sink=sink, ctx=ctx) if kv_cache else None
-    chunks = []
-    for ci, start in enumerate(range(0, num_frames, K)):
-        x = noise[0, :, start:start + K]                             # (B, K, C, H, W)
+    chunks = [] if prefix is None else [prefix]
+    if kv_cache and prefix is not None:
+        prefill(model, cache, prefix)
+    for bi, (start, n) in enumerate(sampler_windows(num_frames, K, P, cfg.first_frame)):
+        x = noise[0, :, start:start + n]                             # (B, n, C, H, W)
         for j, s in enumerate(sigmas):
-            t = torch.full((B, K), 1000 * s, device=dev)
+            t = torch.full((B, n), 1000 * s, device=dev)
             if kv_cache:
                 x0 = model.forward_chunk(x, t, cache, start)
             else:
-                seq = torch.cat(chunks + [x], 1)                     # (B, start + K, C, H, W)
+                seq = torch.cat(chunks + [x], 1)                     # (B, start + n, C, H, W)
                 tt = torch.cat([torch.zeros(B, start, device=dev), t], 1)   # context at t = 0
                 x0 = model(seq, tt, mode="causal", window=window, sink=sink, ctx=ctx)[:, start:]
             if j + 1 < S:
-                x = add_noise(x0, noise[j + 1, :, start:start + K], sigmas[j + 1])
+                x = add_noise(x0, noise[j + 1, :, start:start + n], sigmas[j + 1])
         chunks.append(x0)
-        if kv_cache and start + K < num_frames:                      # the last chunk's K/V would never be read
+        if kv_cache and start + n < num_frames:                      # the last block's K/V would never be read
             model.append_to_cache(x0, cache, start)
         if progress is not None:
-            progress(ci, x0)
+            progress(bi, x0)
     return torch.cat(chunks, 1)                                      # (B, F, C, H, W)
 
 
 @torch.no_grad()
 def stream_euler_sample(model, tokens, noise, num_steps, shift, guidance=1.0, window=None, sink=0, prefix=None):
     """Many-step streaming for causal models trained with the diffusion loss (the teacher-forcing and
-    diffusion-forcing baselines): chunk by chunk through the KV cache as stream_sample, but each chunk
+    diffusion-forcing baselines): block by block through the KV cache as stream_sample, but each block
     takes num_steps deterministic Euler steps with CFG instead of 4 re-noised ones. noise (B, F, C, H, W);
-    prefix (B, P, C, H, W), P a multiple of K: known first frames that enter the cache as finished chunks."""
+    prefix (B, P, C, H, W), P a multiple of K: known first frames that enter the cache as finished blocks."""
     B, F = noise.shape[:2]
     K = model.cfg.chunk
     P = 0 if prefix is None else prefix.shape[1]
@@ -698,19 +728,18 @@ def stream_euler_sample(model, tokens, noise, num_steps, shift, guidance=1.0, wi
     rows = ctx[0].shape[0]                                           # the cache holds cond and uncond streams
     cache = model.new_cache(window=window, sink=sink, ctx=ctx)
     double = (lambda v: torch.cat([v, v])) if rows != B else (lambda v: v)
-    chunks = []
-    for start in range(0, P, K):
-        chunks.append(prefix[:, start:start + K])
-        model.append_to_cache(double(chunks[-1]), cache, start)
-    for start in range(P, F, K):
-        x = noise[:, start:start + K].clone()                       # (B, K, C, H, W)
+    chunks = [] if prefix is None else [prefix]
+    if prefix is not None:
+        prefill(model, cache, double(prefix))
+    for start, n in sampler_windows(F, K, P, model.cfg.first_frame):
+        x = noise[:, start:start + n].clone()                       # (B, n, C, H, W)
         for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-            x0 = model.forward_chunk(double(x), x.new_full((rows, K), 1000 * s), cache, start)
+            x0 = model.forward_chunk(double(x), x.new_full((rows, n), 1000 * s), cache, start)
             if rows != B:
                 cond, uncond = x0.chunk(2)
-                x0 = uncond + guidance * (cond - uncond)             # (B, K, C, H, W)
+                x0 = uncond + guidance * (cond - uncond)             # (B, n, C, H, W)
             x = x + (s_next - s) * x0_to_v(x0, x, s)                 # Euler, dx/dsigma = v
         chunks.append(x)
-        if start + K < F:
+        if start + n < F:
             model.append_to_cache(double(x), cache, start)
     return torch.cat(chunks, 1)                                      # (B, F, C, H, W)

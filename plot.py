@@ -39,8 +39,8 @@ from matplotlib.patches import Patch
 
 import sample
 import toydata
-from model import (add_noise, cfg_context, cfg_x0, euler_sample, euler_sigmas, make_attention_mask, sampler_windows,
-                   stream_layout, stream_sample, student_sigmas)
+from model import (add_noise, cfg_context, cfg_x0, euler_sample, euler_sigmas, frame_blocks, make_attention_mask,
+                   prefill, sampler_windows, stream_layout, stream_sample, student_sigmas)
 from sample import CHECKPOINTS, OneLineParser, SampleError, generate, load_model, to_uint8, upscale
 
 WIDTH, GIF_WIDTH, DPI = 7.0, 4.2, 100      # inches; 700 px in the README, GIFs smaller to stay well under 1 MB
@@ -283,42 +283,46 @@ def plot_curves(log_path, out):
 # Attention masks: model.make_attention_mask with ONE token per frame is exactly the frame-level pattern
 
 MASK_COLOURS = np.array([[242, 242, 242], [158, 202, 225], [8, 81, 156], [253, 141, 60]], np.uint8)
-MASK_LEGEND = ["masked out", "visible", "visible: own chunk", "visible: sink frame (never evicted)"]
+MASK_LEGEND = ["masked out", "visible", "visible: own block", "visible: sink frame (never evicted)"]
 
 
-def mask_picture(visible, num_frames, chunk=None, sink=0):
-    """(n, n) bool frame mask -> (n, n) ints: 0 masked, 1 visible, 2 the query's own chunk (if chunk), 3 a sink
-    frame. Row/column i of a [clean | noisy] mask (n = 2 num_frames) is frame i % num_frames of its half."""
+def mask_picture(visible, num_frames, chunk=None, sink=0, first_frame=False):
+    """(n, n) bool frame mask -> (n, n) ints: 0 masked, 1 visible, 2 the query's own block (if chunk: a chunk, or
+    with first_frame frame 0 alone and frames 1..K-1), 3 a sink frame. Row/column i of a [clean | noisy] mask
+    (n = 2 num_frames) is frame i % num_frames of its half."""
     n = visible.shape[0]
     frame = torch.arange(n) % num_frames
     pic = visible.long()
     pic[visible & (frame[None, :] < sink) & (torch.arange(n)[None, :] < num_frames)] = 3
     if chunk:
-        pic[visible & ((frame[:, None] // chunk) == (frame[None, :] // chunk))] = 2
+        block = frame_blocks(num_frames, chunk, first_frame)[frame]                   # (n,) block of each row
+        pic[visible & (block[:, None] == block[None, :])] = 2
     return pic.numpy()
 
 
-def plot_masks(path, num_frames=12, chunk=3, window=None, sink=None, long_frames=None):
+def plot_masks(path, num_frames=12, chunk=3, window=None, sink=None, long_frames=None, first_frame=False):
     """Four panels, query frames down, key frames across: bidirectional, block-causal, teacher forcing
-    [clean | noisy], and streaming long_frames frames through a rolling KV cache (window + sink). Returns
-    {panel: the (n, n) picture drawn}, so a test can hold the picture against make_attention_mask."""
-    F, K = num_frames, chunk
+    [clean | noisy], and streaming long_frames frames through a rolling KV cache (window + sink). first_frame:
+    the student's blocks start with frame 0 alone (ModelConfig.first_frame). Returns {panel: the (n, n) picture
+    drawn}, so a test can hold the picture against make_attention_mask."""
+    F, K, ff = num_frames, chunk, first_frame
+    alone = " (frame 0 alone)" if ff else ""
     window = F - K if window is None else window             # sample.py's default: all the context training saw
     sink = K if sink is None else sink
     long_frames = long_frames or 2 * F
     panels = {  # name: (frame mask, frames per half, chunk to mark, sink, title)
         "bidirectional": (make_attention_mask(F, 1, K, "bidirectional"), F, None, 0,
                           "bidirectional (teacher, critic)\nevery frame sees every frame"),
-        "block-causal": (make_attention_mask(F, 1, K, "causal"), F, K, 0,
-                         f"block-causal, chunks of {K} (ODE init)\nchunk i sees chunks ≤ i"),
-        "teacher forcing": (make_attention_mask(F, 1, K, "teacher_forcing"), F, K, 0,
-                            "teacher forcing [clean | noisy]\nnoisy chunk i sees clean chunks < i"),
-        "streaming": (make_attention_mask(long_frames, 1, K, "causal", window, sink), long_frames, K, sink,
+        "block-causal": (make_attention_mask(F, 1, K, "causal", first_frame=ff), F, K, 0,
+                         f"block-causal, chunks of {K}{alone}\nblock i sees blocks ≤ i"),
+        "teacher forcing": (make_attention_mask(F, 1, K, "teacher_forcing", first_frame=ff), F, K, 0,
+                            "teacher forcing [clean | noisy] (ODE init)\nnoisy block i sees clean blocks < i"),
+        "streaming": (make_attention_mask(long_frames, 1, K, "causal", window, sink, ff), long_frames, K, sink,
                       f"streaming {long_frames} frames: KV cache of\nthe last {window} frames + {sink} sink frames"),
     }
     fig, drawn = new_figure(7.6), {}
     for ax, (name, (vis, frames, k, s, title)) in zip(fig.subplots(2, 2).ravel(), panels.items()):
-        pic = drawn[name] = mask_picture(vis, frames, k, s)
+        pic = drawn[name] = mask_picture(vis, frames, k, s, ff)
         n = len(pic)
         ax.imshow(MASK_COLOURS[pic], interpolation="nearest")
         for b in range(K, n, K) if k else []:   # chunk boundaries
@@ -346,7 +350,8 @@ def plot_masks(path, num_frames=12, chunk=3, window=None, sink=None, long_frames
 @torch.no_grad()
 def student_trajectory(model, config, prompt, seed=0, chunk_index=0):
     """The few-step sampler on one chunk, step by step, as model.stream_sample runs it: a list of
-    (sigma, x_t, x0_hat), each (K, C, H, W). The earlier chunks are streamed first and sit in the KV cache."""
+    (sigma, x_t, x0_hat), each (K, C, H, W). The earlier chunks are streamed first and sit in the KV cache. With
+    ModelConfig.first_frame the first chunk is two blocks, frame 0 alone and then the rest: their steps side by side."""
     K, F, res, sig = config["chunk"], config["num_frames"], config["resolution"], student_sigmas(4, config["shift"])
     start = chunk_index * K
     assert 0 <= start < F, f"chunk {chunk_index} is outside the {F} frames"
@@ -356,16 +361,20 @@ def student_trajectory(model, config, prompt, seed=0, chunk_index=0):
     tokens = toydata.tokenize([prompt])
     cache = model.new_cache(tokens)
     if start:
-        context = stream_sample(model, tokens, start, sig, noise=noise[:, :, :start])   # (1, start, C, H, W)
-        for f0 in range(0, start, K):
-            model.append_to_cache(context[:, f0:f0 + K], cache, f0)
-    x, steps = noise[0, :, start:start + K], []                                # (1, K, C, H, W)
-    for j, s in enumerate(sig):
-        x0 = model.forward_chunk(x, torch.full((1, K), 1000 * s), cache, start)   # (1, K, C, H, W)
-        steps.append((s, x[0], x0[0]))
-        if j + 1 < len(sig):   # re-noise the prediction with FRESH noise to the next level (not an Euler step)
-            x = add_noise(x0, noise[j + 1, :, start:start + K], sig[j + 1])
-    return steps
+        prefill(model, cache, stream_sample(model, tokens, start, sig, noise=noise[:, :, :start]))  # (1, start, ...)
+    blocks = [(a, m) for a, m in sampler_windows(F, K, first_frame=model.cfg.first_frame) if start <= a < start + K]
+    xs, x0s = [[] for _ in sig], [[] for _ in sig]                             # per step, per block
+    for a, m in blocks:
+        x = noise[0, :, a:a + m]                                               # (1, m, C, H, W)
+        for j, s in enumerate(sig):
+            x0 = model.forward_chunk(x, torch.full((1, m), 1000 * s), cache, a)   # (1, m, C, H, W)
+            xs[j].append(x[0])
+            x0s[j].append(x0[0])
+            if j + 1 < len(sig):   # re-noise the prediction with FRESH noise to the next level (not an Euler step)
+                x = add_noise(x0, noise[j + 1, :, a:a + m], sig[j + 1])
+        if a + m < start + K:      # frame 0 is finished before frames 1..K-1 start
+            model.append_to_cache(x0, cache, a)
+    return [(s, torch.cat(xs[j]), torch.cat(x0s[j])) for j, s in enumerate(sig)]
 
 
 @torch.no_grad()
@@ -552,7 +561,8 @@ def plot_all(out_dir, num_prompts=4, drift_videos=24):
         made(os.path.join(plots, "curves.png"))
     else:
         skipped.append(f"curves.png ({log_path} has no value logged twice yet)")
-    plot_masks(os.path.join(plots, "masks.png"), F, K, config.get("window") or F - K, config.get("sink") or K)
+    plot_masks(os.path.join(plots, "masks.png"), F, K, config.get("window") or F - K, config.get("sink") or K,
+               first_frame=models[final][0].cfg.first_frame)
     made(os.path.join(plots, "masks.png"))
 
     # the same prompts everywhere (eval_set's fixed, varied order); seed s renders the ground truth and is the

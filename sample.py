@@ -211,9 +211,12 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
     else:
         from tqdm import tqdm
         bar = tqdm(total=num_frames, desc="streaming", unit="frame", disable=not progress, leave=False)
-        def on_chunk(*_):
-            first.append(time.perf_counter() - t0)
-            bar.update(K)
+        made = [0]
+        def on_chunk(_, x0):  # after each block (a chunk; with first_frame, frame 0 alone and then frames 1..K-1)
+            bar.update(x0.shape[1])
+            made[0] += x0.shape[1]
+            if made[0] >= K and not first:    # the first K frames exist: the first chunk
+                first.append(time.perf_counter() - t0)
         sig = student_sigmas(steps or 4, config["shift"])
         videos = []
         for b, g in enumerate(gens):  # one stream per video keeps each one reproducible from its seed alone

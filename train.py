@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 import toydata
 from configurator import ConfigError, configure
-from model import (CausalDiT, ModelConfig, add_noise, euler_sample, sampler_windows, shift_sigma, stream_euler_sample,
+from model import (CausalDiT, ModelConfig, add_noise, euler_sample, frame_blocks, sampler_windows, shift_sigma,
+                   stream_euler_sample,
                    stream_layout, stream_sample, student_sigmas)
 
 # -----------------------------------------------------------------------------
@@ -75,6 +76,9 @@ teacher_stream = 0.5         # fraction of videos in the streaming layout: one w
                              # frames before it clean (t = 0), those after it noise (t = 1000); the teacher samples so
 teacher_first_frame = True   # the teacher makes frame 0 alone, then the rest of the first chunk, and trains on those
                              # windows too: the sign of a motion (False: the first chunk mostly stands still, README)
+student_first_frame = True   # the causal student makes them so too: frame 0 alone, frames 1..K-1, then chunks of K
+                             # (its masks, ODE init, rollout and streaming; False: the paper's equal chunks, whose
+                             # first chunk goes the asked way in about a third of the videos, README)
 ema_decay = 0.995
 warmup_iters = 100
 # stage 2: ODE pairs
@@ -274,6 +278,7 @@ def autocast(dev):
 
 def model_config(c):
     return ModelConfig(resolution=c["resolution"], patch=c["patch"], chunk=c["chunk"], width=c["width"],
+                       first_frame=c.get("student_first_frame", False),  # a config from before it: equal chunks
                        depth=c["depth"], heads=c["heads"], text_depth=c["text_depth"],
                        vocab_size=len(toydata.VOCAB), max_text_len=toydata.MAX_TEXT_LEN)
 
@@ -361,8 +366,10 @@ def check_same_setup(path, ck, config):
     """A checkpoint made with other settings: stop if its weights cannot fit this model, else say what differs."""
     now = asdict(model_config(config))
     was = ck.get("model_config", now)
-    # the chunk only sets attention masks, not weights: a frame-wise student may start from a chunk-wise teacher
-    differ = [f"{k} {was.get(k)!r} there, {v!r} here" for k, v in now.items() if was.get(k) != v and k != "chunk"]
+    # the chunk (and first_frame) only set attention masks, not weights: a frame-wise student may start from a
+    # chunk-wise teacher
+    differ = [f"{k} {was.get(k)!r} there, {v!r} here" for k, v in now.items()
+              if was.get(k) != v and k not in ("chunk", "first_frame")]
     if list(ck.get("vocab", toydata.VOCAB)) != list(toydata.VOCAB):
         differ.append("the toydata vocabulary")
     if differ:
@@ -697,8 +704,9 @@ def make_ode_pairs(config, teacher, dev):
 
 
 # -----------------------------------------------------------------------------
-# Stage 3: causal ODE init. The student starts as a copy of the teacher but attends block-causally. Each chunk
-# independently takes one of the 4 stored noisy states, with the clean chunks before it in view (the layout the
+# Stage 3: causal ODE init. The student starts as a copy of the teacher but attends block-causally. Each block
+# (a chunk; with student_first_frame frame 0 and frames 1..K-1 are two, as the teacher made them) independently
+# takes one of the 4 stored noisy states, with the clean chunks before it in view (the layout the
 # teacher made them in, and the one streaming gives); the student regresses the teacher's final x0.
 
 def train_ode_init(config, teacher, pairs, dev):
@@ -715,14 +723,14 @@ def train_ode_init(config, teacher, pairs, dev):
 
     sig = torch.tensor(student_sigmas(4, shift))                                # (4,)
     states, prompts = pairs["states"], pairs["prompts"]
-    n_chunks = num_frames // chunk
+    blocks = frame_blocks(num_frames, chunk, student.cfg.first_frame)          # (F,) block of each frame
     fwd = ddp_wrap(student, dev)
     t0 = time.time()
     for it in tqdm(range(start, ode_iters), desc="ODE init", initial=start, total=ode_iters, mininterval=2,
                    disable=not is_master()):
         idx = torch.randint(len(prompts), (ode_batch,), generator=gen)         # (B,)
-        level = torch.randint(4, (ode_batch, n_chunks), generator=gen)          # (B, n_chunks) state per chunk
-        level_f = level.repeat_interleave(chunk, dim=1)                         # (B, F)
+        level = torch.randint(4, (ode_batch, int(blocks[-1]) + 1), generator=gen)  # (B, blocks) state per block
+        level_f = level[:, blocks]                                              # (B, F)
         batch = states[idx].float()                                             # (B, 5, F, C, H, W)
         x = torch.gather(batch, 1, level_f[:, None, :, None, None, None].expand(-1, 1, -1, *batch.shape[3:]))[:, 0]
         x, x0 = x.to(dev), batch[:, 4].to(dev)                                  # (B, F, C, H, W) each
@@ -771,17 +779,18 @@ def self_forcing_rollout(generator, tokens, gen, dev, grad=True):
     exit_step = int(torch.randint(4, (1,), generator=gen))
     cache = generator.new_cache(tokens, window=None, sink=0)
     out = []
-    for start in range(0, num_frames, chunk):
-        x = randn_part((B, chunk, 3, resolution, resolution), gen).to(dev)       # (B, K, C, H, W)
+    # the chunks (blocks) as the student streams them: with first_frame, frame 0 alone, then frames 1..K-1
+    for start, n in sampler_windows(num_frames, chunk, first_frame=generator.cfg.first_frame):
+        x = randn_part((B, n, 3, resolution, resolution), gen).to(dev)           # (B, n, C, H, W)
         for j in range(exit_step + 1):
-            t = torch.full((B, chunk), 1000 * sig[j], device=dev)               # (B, K)
+            t = torch.full((B, n), 1000 * sig[j], device=dev)                   # (B, n)
             with torch.set_grad_enabled(grad and j == exit_step), autocast(dev):
                 x0_hat = generator.forward_chunk(x, t, cache, start)
             if j < exit_step:
                 eps = randn_part(x.shape, gen).to(dev)
                 x = add_noise(x0_hat.detach(), eps, torch.full((B,), sig[j + 1], device=dev))
         out.append(x0_hat.float())
-        if start + chunk < num_frames:  # the last chunk's K/V would never be read
+        if start + n < num_frames:  # the last block's K/V would never be read
             with autocast(dev):
                 generator.append_to_cache(x0_hat.detach(), cache, start)        # no grad inside
     return torch.cat(out, dim=1)                                                # (B, F, C, H, W)
@@ -795,12 +804,12 @@ def ground_truth_rollout(generator, tokens, x0, gen, dev, grad=True):
     the [context | noisy] layout. At inference there is no ground truth: these students stream their own chunks,
     which training never showed them (exposure bias)."""
     sig = student_sigmas(4, shift)
-    B, n_chunks = tokens.shape[0], num_frames // chunk
+    B, blocks = tokens.shape[0], frame_blocks(num_frames, chunk, generator.cfg.first_frame)   # blocks (F,)
     exit_step = int(torch.randint(4, (1,), generator=gen))
     context_t = None
     if method == "df_dmd":
-        level = torch.randint(4, (world_size() * B, n_chunks), generator=gen)   # (B, n_chunks) of the global batch
-        context_sigma = torch.tensor(sig)[part(level)].repeat_interleave(chunk, 1).to(dev)   # (B, F)
+        level = torch.randint(4, (world_size() * B, int(blocks[-1]) + 1), generator=gen)   # (B, blocks), global batch
+        context_sigma = torch.tensor(sig)[part(level)][:, blocks].to(dev)      # (B, F) one level per block
         x0 = add_noise(x0, randn_part(x0.shape, gen).to(dev), context_sigma)
         context_t = 1000 * context_sigma
     x = randn_part(x0.shape, gen).to(dev)                                        # (B, F, C, H, W)
@@ -937,7 +946,7 @@ def train_diffusion(config, teacher, dev):
     start, state = resumable("diffusion", ck, config, gen, model=model, ema=ema, opt=opt)
 
     fwd = ddp_wrap(model, dev)
-    n_chunks = num_frames // chunk
+    blocks = frame_blocks(num_frames, chunk, model.cfg.first_frame)           # (F,) block of each frame
     t0 = time.time()
     for it in tqdm(range(start, diffusion_iters), desc=method, initial=start, total=diffusion_iters, mininterval=2,
                    disable=not is_master()):
@@ -945,7 +954,8 @@ def train_diffusion(config, teacher, dev):
         x0 = videos.to(dev)                                                     # (B, F, C, H, W)
         tokens = dropout_prompts(batch_tokens(prompts, dev), cfg_dropout, gen)  # CFG at sampling needs uncond
         B = x0.shape[0]
-        sigma = sample_sigma(B * n_chunks, gen).view(B, n_chunks).repeat_interleave(chunk, 1).to(dev)   # (B, F)
+        n = int(blocks[-1]) + 1
+        sigma = sample_sigma(B * n, gen).view(B, n)[:, blocks].to(dev)        # (B, F) one level per block
         x_t = add_noise(x0, torch.randn(x0.shape, generator=gen).to(dev), sigma)
         for g in opt.param_groups:
             g["lr"] = lr_at(it, ode_lr, diffusion_iters)

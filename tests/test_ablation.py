@@ -47,6 +47,28 @@ def test_ground_truth_rollout_sees_the_truth_before_each_chunk_and_nothing_after
     assert torch.allclose(clip("df_dmd", late), df, atol=1e-6)
 
 
+def test_self_forcing_rollout_makes_the_blocks_the_student_streams(one_thread, monkeypatch):
+    """The rollout makes the clip in the student's blocks: frame 0 alone, then frames 1-2, then chunks of 3, when
+    ModelConfig.first_frame is set (the paper's equal chunks when not), and each block sees the cache of the blocks
+    before it: the re-fill follows every block but the last."""
+    for k, v in dict(num_frames=9, chunk=3, resolution=16, shift=3.0).items():
+        monkeypatch.setattr(train, k, v)
+    for first_frame, blocks in ((True, [(0, 1), (1, 2), (3, 3), (6, 3)]), (False, [(0, 3), (3, 3), (6, 3)])):
+        torch.manual_seed(0)
+        net = CausalDiT(ModelConfig(vocab_size=40, resolution=16, patch=8, chunk=3, width=32, depth=1, heads=2,
+                                    text_depth=1, max_text_len=12, first_frame=first_frame)).eval()
+        made, filled = [], []
+        run, fill = net.forward_chunk, net.append_to_cache
+        monkeypatch.setattr(net, "forward_chunk", lambda x, t, c, s: made.append((s, len(x[0]))) or run(x, t, c, s))
+        monkeypatch.setattr(net, "append_to_cache", lambda x, c, s: filled.append((s, len(x[0]))) or fill(x, c, s))
+        with torch.no_grad():
+            clip = train.self_forcing_rollout(net, torch.randint(1, 40, (2, 12)), torch.Generator().manual_seed(1),
+                                              torch.device("cpu"), grad=False)
+        steps = len(made) // len(blocks)                                 # the shared exit step: 1 to 4 steps
+        assert clip.shape == (2, 9, 3, 16, 16) and 1 <= steps <= 4
+        assert made == [b for b in blocks for _ in range(steps)] and filled == blocks[:-1]
+
+
 def test_ablation_runs_every_row_and_writes_the_table(tmp_path):
     out = str(tmp_path / "ablation")
     r = run_py("ablation.py", f"--out_dir={out}", "--settings=chunk-wise", "--seeds=1", "--videos=4",

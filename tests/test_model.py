@@ -105,6 +105,17 @@ def test_attention_mask_pictures():
     # rolling window 2 + sink 1, chunk 1: frame 5 sees frame 0 (sink), 3, 4 (window) and itself
     w = M.make_attention_mask(6, 1, 1, "causal", window=2, sink=1)
     assert w[5].nonzero().flatten().tolist() == [0, 3, 4, 5]
+    # first_frame: frame 0 is a block alone, frames 1-2 the next one, then chunks of 3
+    ff = M.make_attention_mask(6, 1, 3, "causal", first_frame=True).int()
+    assert ff.tolist() == [[1, 0, 0, 0, 0, 0],
+                           [1, 1, 1, 0, 0, 0],
+                           [1, 1, 1, 0, 0, 0],
+                           [1, 1, 1, 1, 1, 1],
+                           [1, 1, 1, 1, 1, 1],
+                           [1, 1, 1, 1, 1, 1]]
+    assert M.frame_blocks(6, 3, first_frame=True).tolist() == [0, 1, 1, 2, 2, 2]
+    assert M.frame_blocks(6, 3).tolist() == [0, 0, 0, 1, 1, 1]
+    assert M.make_attention_mask(1, 1, 3, "causal", first_frame=True).tolist() == [[True]]   # frame 0 alone
     assert M.make_attention_mask(3, 4, 1, "bidirectional").shape == (12, 12)
 
 
@@ -120,13 +131,12 @@ def test_rope_is_relative_in_time():
 # --- 3. KV cache == full block-causal sequence -------------------------------------------------
 
 def stream_with_clean_context(model, noisy, t, clean, tok, window=None, sink=0):
-    """Denoise each chunk of `noisy` from the cache, then re-fill the cache with the CLEAN chunk."""
-    K = model.cfg.chunk
+    """Denoise each block of `noisy` from the cache, then re-fill the cache with the CLEAN block."""
     cache = model.new_cache(tok, window=window, sink=sink)
     outs = []
-    for s in range(0, noisy.shape[1], K):
-        outs.append(model.forward_chunk(noisy[:, s:s + K], t[:, s:s + K], cache, s))
-        model.append_to_cache(clean[:, s:s + K], cache, s)
+    for s, n in M.sampler_windows(noisy.shape[1], model.cfg.chunk, first_frame=model.cfg.first_frame):
+        outs.append(model.forward_chunk(noisy[:, s:s + n], t[:, s:s + n], cache, s))
+        model.append_to_cache(clean[:, s:s + n], cache, s)
         if window is not None:
             assert len(cache.frames) <= sink + window
             assert cache.k[0].shape[2] == len(cache.frames) * model.cfg.tokens_per_frame
@@ -134,18 +144,18 @@ def stream_with_clean_context(model, noisy, t, clean, tok, window=None, sink=0):
 
 
 def full_sequence_reference(model, noisy, t, clean, tok, window=None, sink=0):
-    """Chunk by chunk: one full causal forward over [clean frames so far at t = 0 | noisy chunk]."""
-    K, outs = model.cfg.chunk, []
-    for s in range(0, noisy.shape[1], K):
-        seq = torch.cat([clean[:, :s], noisy[:, s:s + K]], 1)
-        tt = torch.cat([torch.zeros_like(t[:, :s]), t[:, s:s + K]], 1)
+    """Block by block: one full causal forward over [clean frames so far at t = 0 | noisy block]."""
+    outs = []
+    for s, n in M.sampler_windows(noisy.shape[1], model.cfg.chunk, first_frame=model.cfg.first_frame):
+        seq = torch.cat([clean[:, :s], noisy[:, s:s + n]], 1)
+        tt = torch.cat([torch.zeros_like(t[:, :s]), t[:, s:s + n]], 1)
         outs.append(model(seq, tt, tok, mode="causal", window=window, sink=sink)[:, s:])
     return torch.cat(outs, 1)
 
 
-@pytest.mark.parametrize("chunk", [3, 1])
-def test_kv_cache_equals_full_sequence(chunk):
-    model = make_model(chunk)
+@pytest.mark.parametrize("chunk,first_frame", [(3, False), (1, False), (3, True)])
+def test_kv_cache_equals_full_sequence(chunk, first_frame):
+    model = make_model(chunk, first_frame=first_frame)
     noisy, t, tok = inputs(model, F=6)
     clean = inputs(model, F=6, seed=1)[0]
     with torch.no_grad():
@@ -156,9 +166,9 @@ def test_kv_cache_equals_full_sequence(chunk):
     assert cache.frames == list(range(6)) and cache.next_frame == 6
 
 
-@pytest.mark.parametrize("chunk,window,sink", [(3, 6, 3), (1, 5, 2)])
-def test_rolling_cache_four_times_training_length(chunk, window, sink):
-    model = make_model(chunk)
+@pytest.mark.parametrize("chunk,window,sink,first_frame", [(3, 6, 3, False), (1, 5, 2, False), (3, 9, 0, True)])
+def test_rolling_cache_four_times_training_length(chunk, window, sink, first_frame):
+    model = make_model(chunk, first_frame=first_frame)
     F = 48 if chunk == 3 else 24                         # training length 12 (resp. 6 frame-wise)
     noisy, t, tok = inputs(model, B=1, F=F)
     clean = inputs(model, B=1, F=F, seed=1)[0]
@@ -245,18 +255,27 @@ def test_student_sigmas_and_grid():
     assert maxdiff(M.add_noise(x0, eps, torch.full((2,), 0.5)), 0.5 * (x0 + eps)) < 1e-6
 
 
-@pytest.mark.parametrize("chunk,window,sink,frames", [(3, None, 0, 9), (1, 3, 1, 8)])
-def test_stream_sample_cache_and_recompute_agree(chunk, window, sink, frames):
-    model = make_model(chunk)
+@pytest.mark.parametrize("chunk,window,sink,frames,first_frame",
+                         [(3, None, 0, 9, False), (1, 3, 1, 8, False), (3, 6, 0, 15, True)])
+def test_stream_sample_cache_and_recompute_agree(chunk, window, sink, frames, first_frame):
+    model = make_model(chunk, first_frame=first_frame)
     _, _, tok = inputs(model)
     sig = M.student_sigmas(4, 5.0)
     seen = []
     a = M.stream_sample(model, tok, frames, sig, generator=torch.Generator().manual_seed(3),
-                        window=window, sink=sink, progress=lambda i, x: seen.append(i))
+                        window=window, sink=sink, progress=lambda i, x: seen.append((i, x.shape[1])))
     b = M.stream_sample(model, tok, frames, sig, generator=torch.Generator().manual_seed(3),
                         kv_cache=False, window=window, sink=sink)
     assert a.shape == (2, frames, 3, 16, 16) and maxdiff(a, b) <= TOL
-    assert seen == list(range(frames // chunk))
+    sizes = ([1, chunk - 1] if first_frame else [chunk]) + [chunk] * (frames // chunk - 1)   # frames per block
+    assert seen == list(enumerate(sizes))
+    # a known prefix enters the cache block by block: the continuation is the one recompute gives
+    prefix = a[:, :chunk]
+    c = M.stream_sample(model, tok, frames, sig, generator=torch.Generator().manual_seed(4), window=window,
+                        sink=sink, prefix=prefix)
+    d = M.stream_sample(model, tok, frames, sig, generator=torch.Generator().manual_seed(4), window=window,
+                        sink=sink, prefix=prefix, kv_cache=False)
+    assert torch.equal(c[:, :chunk], prefix) and maxdiff(c, d) <= TOL
 
 
 def test_euler_sample_shapes_and_cfg():

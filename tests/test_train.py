@@ -88,5 +88,6 @@ def test_sampler_windows_make_the_first_frame_alone():
     assert sampler_windows(12, 3, start=3, first_frame=True) == [(3, 3), (6, 3), (9, 3)]   # after a given prefix
     assert sampler_windows(4, 1, first_frame=True) == [(0, 1), (1, 1), (2, 1), (3, 1)]     # frame-wise: unchanged
     assert sampler_windows(6, 6, first_frame=True) == [(0, 1), (1, 5)]                     # whole clip
+    assert sampler_windows(1, 3, first_frame=True) == [(0, 1)]                              # frame 0 alone
     with pytest.raises(AssertionError, match="do not split"):
         sampler_windows(7, 3)
