@@ -63,7 +63,8 @@ heads = 4
 text_depth = 2
 # flow matching: ONE timestep shift, used by the teacher, the ODE pairs, the student's steps, DMD and sampling
 shift = 3.0
-guidance = 4.0               # CFG scale, standard form uncond + g (cond - uncond) (official code's g' = g - 1)
+guidance = 3.0               # CFG scale, standard form uncond + g (cond - uncond) (official code's g' = g - 1);
+                             # the teacher's samples: all-correct 23% at 4, 32% at 3, 28% at 2 (README)
 teacher_steps = 12           # Euler steps of the teacher sampler; a multiple of 4 puts the student's sigmas on its grid
 # stage 1: teacher
 teacher_iters = 2800         # about 0.2 s a step on 2 cores; the whole tiny run must stay under 15 min
