@@ -36,8 +36,7 @@ from tqdm import tqdm
 import toydata
 from configurator import ConfigError, configure
 from model import (CausalDiT, ModelConfig, add_noise, euler_sample, frame_blocks, sampler_windows, shift_sigma,
-                   stream_euler_sample,
-                   stream_layout, stream_sample, student_sigmas)
+                   stream_euler_sample, stream_layout, stream_sample, student_sigmas)
 
 # -----------------------------------------------------------------------------
 # default config: the tiny CPU run. config/*.py files hold only the values they change.
@@ -707,8 +706,8 @@ def make_ode_pairs(config, teacher, dev):
 # -----------------------------------------------------------------------------
 # Stage 3: causal ODE init. The student starts as a copy of the teacher but attends block-causally. Each block
 # (a chunk; with student_first_frame frame 0 and frames 1..K-1 are two, as the teacher made them) independently
-# takes one of the 4 stored noisy states, with the clean chunks before it in view (the layout the
-# teacher made them in, and the one streaming gives); the student regresses the teacher's final x0.
+# takes one of the 4 stored noisy states, with the clean blocks before it in view (the layout the teacher made
+# them in, and the one streaming gives); the student regresses the teacher's final x0.
 
 def train_ode_init(config, teacher, pairs, dev):
     ck = load_ckpt("ode_init", config)
