@@ -29,8 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import toydata
 from evaluate import median_seconds
-from model import CausalDiT, add_noise, euler_sample, sampler_windows, stream_sample, student_sigmas
-from sample import teacher_order
+from model import CausalDiT, add_noise, euler_sample, stream_sample, student_sigmas
+from sample import first_chunk_block, teacher_order
 
 
 def peak_rss_mb(reset=False):
@@ -102,8 +102,7 @@ def sampling_rows(teacher, student, config, repeats):
         rows[f"student 4-step streaming vs teacher {config['teacher_steps']}-step CFG, {F_} frames"] = (
             f"{t_student * 1000:.0f} ms vs {t_teacher * 1000:.0f} ms", f"{t_teacher / t_student:.1f}x")
 
-        # the block that completes the first K frames: 0, or 1 when frame 0 is made alone (ModelConfig.first_frame)
-        done_k = len(sampler_windows(K, K, first_frame=student.cfg.first_frame)) - 1
+        done_k = first_chunk_block(student)            # the block that completes the first K frames
 
         def first_chunk():
             t0 = time.perf_counter()

@@ -113,12 +113,12 @@ def frame_visibility(num_frames, chunk, window=None, sink=0, first_frame=False):
     KV cache still holds."""
     k = torch.arange(num_frames)[None, :]
     sink = sink or 0                                                   # None means no sink frames
-    start = torch.cat([torch.full((n,), s) for s, n in
-                       sampler_windows(num_frames, chunk, first_frame=first_frame)])[:, None]   # (F, 1) q's block
+    block = frame_blocks(num_frames, chunk, first_frame)               # (F,) block of each frame
+    start = (block[None, :] < block[:, None]).sum(1, keepdim=True)     # (F, 1) first frame of q's block
     past = k < start
     if window is not None:
         past = past & ((k < sink) | (k >= start - window))
-    return past | (start == start.T)                                   # (F, F): the past, or the same block
+    return past | (block[:, None] == block[None, :])                   # (F, F): the past, or the same block
 
 
 def make_attention_mask(num_frames, tokens_per_frame, chunk, mode, window=None, sink=0, first_frame=False):

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 import toydata
-from model import CausalDiT, ModelConfig, euler_sample, stream_euler_sample, stream_sample, student_sigmas
+from model import (CausalDiT, ModelConfig, euler_sample, sampler_windows, stream_euler_sample, stream_sample,
+                   student_sigmas)
 
 CHECKPOINTS = {"teacher": "teacher.pt", "ode": "ode_init.pt", "self_forcing": "self_forcing.pt",
                "diffusion": "diffusion.pt"}   # the last: the ablation's teacher-/diffusion-forcing baselines
@@ -148,6 +149,13 @@ def teacher_order(config):
                 first_frame=config.get("teacher_first_frame", False))
 
 
+def first_chunk_block(model):
+    """The index of the streamed block after which the first K frames exist (stream_sample's progress index):
+    0, or 1 when the student makes frame 0 alone (ModelConfig.first_frame). Time to first chunk is read there."""
+    K = model.cfg.chunk
+    return len(sampler_windows(K, K, first_frame=model.cfg.first_frame)) - 1
+
+
 def check_device(name):
     """torch.device(name), or SampleError if it is not a device name or not available on this machine."""
     try:
@@ -211,11 +219,10 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
     else:
         from tqdm import tqdm
         bar = tqdm(total=num_frames, desc="streaming", unit="frame", disable=not progress, leave=False)
-        made = [0]
-        def on_chunk(_, x0):  # after each block (a chunk; with first_frame, frame 0 alone and then frames 1..K-1)
+        done_k = first_chunk_block(model)
+        def on_chunk(i, x0):  # after each block (a chunk; with first_frame, frame 0 alone and then frames 1..K-1)
             bar.update(x0.shape[1])
-            made[0] += x0.shape[1]
-            if made[0] >= K and not first:    # the first K frames exist: the first chunk
+            if i == done_k:   # the first K frames exist: the first chunk
                 first.append(time.perf_counter() - t0)
         sig = student_sigmas(steps or 4, config["shift"])
         videos = []
