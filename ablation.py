@@ -36,11 +36,11 @@ from sample import generate, load_model
 
 SETTINGS = {"chunk-wise": 3, "frame-wise": 1}
 # (row name, train.py method, seeds, the row's own settings): the paper's rows, in its order. The diffusion rows'
-# steps buy about the seconds a DMD row spends after the teacher (ODE pairs 65 s + ODE init 200 x 0.41 s + DMD
-# 200 x 0.33-0.39 s, about 215 s on 2 cores): a teacher-forcing step costs 0.41 s ([clean | noisy] doubles the
-# sequence), a diffusion-forcing step 0.19 s. The table reports every row's measured training seconds.
-ROWS = [("teacher forcing", "teacher_forcing", 3, ["--diffusion_iters=520"]),
-        ("diffusion forcing", "diffusion_forcing", 1, ["--diffusion_iters=1150"]),
+# steps buy about the seconds a DMD row spends after the teacher (ODE pairs 118 s + ODE init 160 x 0.40 s + DMD
+# 200 x 0.28-0.35 s, about 245 s on 2 cores): a teacher-forcing step costs 0.42 s ([clean | noisy] doubles the
+# sequence), a diffusion-forcing step 0.20 s. The table reports every row's measured training seconds.
+ROWS = [("teacher forcing", "teacher_forcing", 3, ["--diffusion_iters=590"]),
+        ("diffusion forcing", "diffusion_forcing", 1, ["--diffusion_iters=1250"]),
         ("TF + DMD", "tf_dmd", 1, []), ("DF + DMD", "df_dmd", 1, []), ("Self Forcing", "self_forcing", 3, [])]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
