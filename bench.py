@@ -88,7 +88,7 @@ def sampling_rows(teacher, student, config, repeats):
     def stream(frames, kv):
         return stream_sample(student, tokens, frames, sig, generator=gen(), kv_cache=kv, window=window)
     rows, first = {}, []
-    with torch.no_grad():
+    with torch.inference_mode():  # as sample.py generates
         for mult in (1, 2, 4):
             cached = median_seconds(lambda: stream(mult * F_, True), repeats)
             recompute = median_seconds(lambda: stream(mult * F_, False), repeats)

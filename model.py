@@ -145,8 +145,9 @@ def make_attention_mask(num_frames, tokens_per_frame, chunk, mode, window=None, 
     return frames.repeat_interleave(n, 0).repeat_interleave(n, 1)          # (L, L)
 
 
-def rope_angles(frames, grid, dims, theta):
-    """cos, sin of shape (len(frames)*N, hs/2) for tokens ordered (frame, row, column).
+def rope_rotations(frames, grid, dims, theta):
+    """The 3-D RoPE rotation of every token, as unit complex numbers e^(i angle): (len(frames)*N, hs/2) complex64,
+    for tokens ordered (frame, row, column); one angle per consecutive channel pair of a head (apply_rope).
     `frames` holds ABSOLUTE frame indices, so a key keeps its true position inside a rolling
     cache, however far past the training length the video runs.
     Rows and columns are CIRCULAR: the toy world is a torus (an object leaving on the right comes back on the
@@ -167,14 +168,17 @@ def rope_angles(frames, grid, dims, theta):
     ah = ring(rc, dh)[None, :, None, :].expand(nf, g, g, dh // 2)             # (F, H/p, W/p, dh/2)
     aw = ring(rc, dw)[None, None, :, :].expand(nf, g, g, dw // 2)             # (F, H/p, W/p, dw/2)
     ang = torch.cat([at, ah, aw], -1).reshape(nf * g * g, -1)                # (L, hs/2)
-    return ang.cos().float(), ang.sin().float()
+    return torch.polar(torch.ones_like(ang), ang).to(torch.complex64)        # (L, hs/2) e^(i angle)
 
 
-def apply_rope(x, cos, sin):
-    """Rotate consecutive channel pairs of q or k by their position's angles: x (B, nh, L, hs),
-    cos/sin (L, hs/2). Rotating both q and k makes q.k depend only on the position DIFFERENCE."""
-    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)                      # 2 x (B, nh, L, hs/2)
-    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)   # (B, nh, L, hs)
+def apply_rope(x, rot):
+    """Rotate consecutive channel pairs of q or k by their position's angles: x (..., L, hs), rot (L, hs/2) from
+    rope_rotations. A pair (x1, x2) read as the complex number x1 + i x2, times e^(i angle), is
+    (x1 cos - x2 sin, x1 sin + x2 cos): the pair rotated, in one complex product instead of six real ones (the
+    streaming sampler's calls are small, and their time goes to the number of operations, not their size).
+    Rotating both q and k makes q.k depend only on the position DIFFERENCE."""
+    z = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))        # (..., L, hs/2) complex
+    return torch.view_as_real(z * rot).flatten(-2).to(x.dtype)          # (..., L, hs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,9 +186,9 @@ def apply_rope(x, cos, sin):
 # ---------------------------------------------------------------------------------------------
 
 def split_heads(x, n, nh):
-    """(B, L, n*D) -> n tensors of (B, nh, L, hs): the fused q/k/v projection, split per head."""
+    """(B, L, n*D) -> (n, B, nh, L, hs): the fused q/k/v projection, split per head (a view; unbind(0) gives q, k, v)."""
     B, L, _ = x.shape
-    return x.view(B, L, n, nh, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    return x.view(B, L, n, nh, -1).permute(2, 0, 3, 1, 4)
 
 
 def merge_heads(x):
@@ -206,7 +210,9 @@ def gated(x, gate):
 
 def mlp(cfg):
     hidden = int(cfg.mlp_ratio * cfg.width)
-    return nn.Sequential(nn.Linear(cfg.width, hidden), nn.GELU(approximate="tanh"),
+    # the exact (erf) GELU: on CPU it runs 3-4x faster than the tanh approximation DiT and GPT-2 use, and the
+    # activation was a tenth of the teacher's training step (bench.py; README, "Speed")
+    return nn.Sequential(nn.Linear(cfg.width, hidden), nn.GELU(),
                          nn.Linear(hidden, cfg.width))
 
 
@@ -221,7 +227,7 @@ class TextLayer(nn.Module):
         self.mlp = mlp(cfg)
 
     def forward(self, x, mask):                                       # x (B, Lt, D), mask (B, 1, 1, Lt)
-        q, k, v = split_heads(self.qkv(self.norm1(x)), 3, self.nh)    # 3 x (B, nh, Lt, hs)
+        q, k, v = split_heads(self.qkv(self.norm1(x)), 3, self.nh).unbind(0)   # 3 x (B, nh, Lt, hs)
         x = x + self.proj(merge_heads(sdpa(q, k, v, attn_mask=mask)))
         return x + self.mlp(self.norm2(x))
 
@@ -287,15 +293,19 @@ class DiTBlock(nn.Module):
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))   # zero-initialised
 
     def text_kv(self, ctx):                                           # (B, Lt, D) -> 2 x (B, nh, Lt, hs)
-        return split_heads(self.cross_kv(ctx), 2, self.nh)
+        return split_heads(self.cross_kv(ctx), 2, self.nh).unbind(0)
 
-    def forward(self, x, c, rope, mask, text_kv, text_mask, past_kv=None):
-        """x (B, L, D), c (B, F, D). past_kv: cached (K, V) of earlier frames, each (B, nh, Lc, hs).
-        Returns the new x and this call's own (K, V) -- RoPE already applied -- for the cache."""
+    def forward(self, x, c, rope, mask, text_kv, text_mask, past_kv=None, kv_only=False):
+        """x (B, L, D), c (B, F, D), rope (L, hs/2) rotations. past_kv: cached (K, V) of earlier frames, each
+        (B, nh, Lc, hs). Returns the new x and this call's own (K, V) -- RoPE already applied -- for the cache.
+        kv_only: return (None, (K, V)) without the rest of the block (the cache re-fill's last block)."""
         sh1, sc1, g1, sh2, sc2, g2 = self.adaLN(c)[:, :, None].chunk(6, -1)   # 6 x (B, F, 1, D)
         # self-attention: a streamed chunk prepends the cached past to its own keys/values
-        q, k, v = split_heads(self.qkv(modulate(self.norm1(x), sh1, sc1)), 3, self.nh)  # 3 x (B, nh, L, hs)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        qk, v = split_heads(self.qkv(modulate(self.norm1(x), sh1, sc1)), 3, self.nh).split([2, 1])
+        q, k = apply_rope(qk, rope).unbind(0)              # q and k rotated in one call: 2 x (B, nh, L, hs)
+        v = v.squeeze(0)                                   # (B, nh, L, hs)
+        if kv_only:
+            return None, (k, v)
         ks, vs = (k, v) if past_kv is None else (torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2))
         x = x + gated(self.attn_proj(merge_heads(sdpa(q, ks, vs, attn_mask=mask))), g1)
         # cross-attention: every token reads the prompt (pads masked out)
@@ -360,6 +370,7 @@ class CausalDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
         self.final = FinalLayer(cfg)
         self.initialize_weights()
+        self._rotations = {}     # (frame indices, device) -> RoPE rotations: the same few sets, call after call
 
     def initialize_weights(self):
         # as in DiT: Xavier linears with zero bias, small normal embeddings ...
@@ -432,6 +443,18 @@ class CausalDiT(nn.Module):
         pooled = self.text_pool(slots.flatten(1))                              # (B, max_text_len*D) -> (B, D)
         return [blk.text_kv(ctx) for blk in self.blocks], mask[:, None, None, :], pooled   # mask (B, 1, 1, Lt)
 
+    def _rope(self, frames, device):
+        """rope_rotations for these absolute frame indices, computed once per set: a streamed video asks for the
+        same K frames' rotations at every step of a chunk, and training for the same clip's at every iteration."""
+        key = (tuple(frames.tolist()), str(device))
+        if key not in self._rotations:
+            if len(self._rotations) >= 1024:                         # a very long video: start the memo afresh
+                self._rotations.clear()
+            with torch.inference_mode(False):  # a normal tensor even when first asked for by sample.py, so
+                self._rotations[key] = rope_rotations(frames, self.cfg.grid, self.cfg.rope_dims,  # training can
+                                                      self.cfg.rope_theta).to(device)             # use it later
+        return self._rotations[key]
+
     # ---- the trunk every mode shares ---------------------------------------------------------
     def _run(self, x, t, frames, text, mask=None, past=None, final=True):
         """x (B, F, C, H, W) at noise levels t (B, F); frames (F,) absolute frame indices.
@@ -441,11 +464,12 @@ class CausalDiT(nn.Module):
         h = self.patch_embed(self.patchify(x))                       # (B, L, D)
         text_kv, text_mask, pooled = text
         c = self.t_embed(t) + pooled[:, None, :]                     # (B, F, D) timestep + prompt, per frame
-        cos, sin = rope_angles(frames, self.cfg.grid, self.cfg.rope_dims, self.cfg.rope_theta)
-        rope = (cos.to(h.device, h.dtype), sin.to(h.device, h.dtype))   # 2 x (L, hs/2)
+        rope = self._rope(frames, h.device)                         # (L, hs/2) complex
         kvs = []
         for i, blk in enumerate(self.blocks):
-            h, kv = blk(h, c, rope, mask, text_kv[i], text_mask, None if past is None else past[i])
+            # without the final layer, the last block only has to make its K/V (the cache re-fill)
+            h, kv = blk(h, c, rope, mask, text_kv[i], text_mask, None if past is None else past[i],
+                        kv_only=not final and i == len(self.blocks) - 1)
             kvs.append(kv)
         return (self.unpatchify(self.final(h, c), F) if final else None), kvs
 

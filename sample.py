@@ -177,10 +177,11 @@ def check_prompts(prompts):
 # -----------------------------------------------------------------------------
 # generation
 
-@torch.no_grad()
+@torch.inference_mode()  # no_grad and, besides, none of autograd's bookkeeping: the student's small calls are 10-15% faster
 def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv_cache=True, steps=None,
              guidance=None, window=None, sink=None, progress=True):
-    """Videos (B, F, C, H, W) in [-1, 1] for a list of prompts and one seed per prompt, plus timing info."""
+    """Videos (B, F, C, H, W) in [-1, 1] for a list of prompts and one seed per prompt, plus timing info. (Made in
+    inference mode: clone them before using them in a computation that needs gradients.)"""
     check_prompts(prompts)  # raises ValueError naming an unknown word
     K, res = config["chunk"], config["resolution"]
     if num_frames < K or num_frames % K:

@@ -608,7 +608,7 @@ def train_teacher(config, dev):
         print(f"[teacher] finished earlier ({ckpt_path('teacher')}), skipping")
         return model.eval()
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=teacher_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=teacher_lr, betas=(0.9, 0.99), weight_decay=0.0, foreach=True)
     gen = torch.Generator().manual_seed(seed)
     start, state = resumable("teacher", ck, config, gen, model=model, ema=ema, opt=opt)
 
@@ -718,7 +718,7 @@ def train_ode_init(config, teacher, pairs, dev):
             student.load_state_dict(ck["model"])
         print(f"[ode_init] finished earlier ({ckpt_path('ode_init')}), skipping")
         return student
-    opt = torch.optim.AdamW(student.parameters(), lr=ode_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    opt = torch.optim.AdamW(student.parameters(), lr=ode_lr, betas=(0.9, 0.99), weight_decay=0.0, foreach=True)
     gen = torch.Generator().manual_seed(seed + 2)
     start, state = resumable("ode_init", ck, config, gen, model=student, opt=opt)
 
@@ -882,8 +882,8 @@ def train_self_forcing(config, teacher, student, dev):
     critic = copy.deepcopy(teacher).requires_grad_(True).train()    # the fake score starts as the teacher
     ema = copy.deepcopy(generator).requires_grad_(False)
     # betas (0, 0.999) as in the official code: DMD gradients change direction fast, momentum only lags them
-    opt_g = torch.optim.AdamW(generator.parameters(), lr=gen_lr, betas=(0.0, 0.999), weight_decay=0.0)
-    opt_c = torch.optim.AdamW(critic.parameters(), lr=critic_lr, betas=(0.0, 0.999), weight_decay=0.0)
+    opt_g = torch.optim.AdamW(generator.parameters(), lr=gen_lr, betas=(0.0, 0.999), weight_decay=0.0, foreach=True)
+    opt_c = torch.optim.AdamW(critic.parameters(), lr=critic_lr, betas=(0.0, 0.999), weight_decay=0.0, foreach=True)
     gen = torch.Generator().manual_seed(seed + 3)
     start, state = resumable("self_forcing", ck, config, gen, model=generator, ema=ema, critic=critic, opt=opt_g,
                              opt_critic=opt_c)
@@ -942,7 +942,7 @@ def train_diffusion(config, teacher, dev):
     if ck is not None and ck["done"]:
         print(f"[diffusion] finished earlier ({ckpt_path('diffusion')}), skipping")
         return
-    opt = torch.optim.AdamW(model.parameters(), lr=ode_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=ode_lr, betas=(0.9, 0.99), weight_decay=0.0, foreach=True)
     gen = torch.Generator().manual_seed(seed + 4)
     start, state = resumable("diffusion", ck, config, gen, model=model, ema=ema, opt=opt)
 
