@@ -210,8 +210,8 @@ def gated(x, gate):
 
 def mlp(cfg):
     hidden = int(cfg.mlp_ratio * cfg.width)
-    # the exact (erf) GELU: on CPU it runs 3-4x faster than the tanh approximation DiT and GPT-2 use, and the
-    # activation was a tenth of the teacher's training step (bench.py; README, "Speed")
+    # the exact (erf) GELU: on CPU it runs 2-4x faster than the tanh approximation DiT and GPT-2 use, which with its
+    # backward took about a seventh of the teacher's training step (torch.profiler, 2 cores)
     return nn.Sequential(nn.Linear(cfg.width, hidden), nn.GELU(),
                          nn.Linear(hidden, cfg.width))
 
@@ -597,10 +597,11 @@ def student_sigmas(num_steps=4, shift=5.0):
 
 
 def stream_layout(sigma, now, length):
-    """sigma (B, F) -> (B, F): what the chunk-wise sampler shows the teacher while it makes frames
+    """sigma (B, F) -> (B, F): the noise levels of the chunk-wise sampler while it makes frames
     now[b] .. now[b] + length[b] - 1: the frames before them finished (0), those frames at their level sigma, the
-    frames after them noise (1). now and length: ints or (B,). The teacher trains on this layout (train.py,
-    teacher_stream) and euler_sample(chunk=K) samples in it, one window of sampler_windows() at a time."""
+    frames after them noise (1). now and length: ints or (B,). euler_sample(chunk=K) shows the teacher the frames
+    up to the window's end in this layout, one window of sampler_windows() at a time, and leaves out the frames
+    after it (pure noise, they show nothing); the teacher trains on the same (train.py, teacher_stream)."""
     f = torch.arange(sigma.shape[1], device=sigma.device)[None, :]               # (1, F)
     now = torch.as_tensor(now, device=sigma.device).reshape(-1, 1)              # (B, 1) or (1, 1)
     end = now + torch.as_tensor(length, device=sigma.device).reshape(-1, 1)     # (B, 1) or (1, 1)
@@ -641,8 +642,9 @@ def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0,
     """Many-step sampler of the teacher (and of the TF/DF baselines with mode="causal"): Euler on the
     rectified-flow ODE from sigma = 1 to 0, on euler_sigmas(num_steps, shift) or an explicit grid.
     chunk=K samples K frames at a time, as the student streams: while chunk i runs its Euler steps,
-    the chunks before it sit finished at t = 0 and the chunks after it stay at their noise at t = 1000
-    (the teacher's training includes that layout; see train.py). chunk=None: all frames together.
+    the chunks before it sit finished at t = 0 and the chunks after it are left out: they would be pure noise,
+    which shows nothing, and without them a 12-frame clip costs half the work (the teacher's training includes
+    that layout; see train.py). chunk=None: all frames together.
     first_frame=True (with chunk): frame 0 alone first, then the rest of the first chunk (sampler_windows).
     return_trajectory=True: return instead the states x at every grid point, a tensor
     (len(sigmas), B, F, C, H, W) whose [0] is the noise and [-1] the video (chunk-wise: each window's
@@ -664,10 +666,10 @@ def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0,
         x[:, :P] = prefix
     traj = [x.clone() for _ in sigmas] if return_trajectory else None
     for start, n in sampler_windows(F, K, P, first_frame and chunk is not None):
-        here = slice(start, start + n)
+        here, end = slice(start, start + n), start + n               # the model sees frames 0 .. end - 1
         for j, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
-            t = 1000 * stream_layout(x.new_full(x.shape[:2], s), start, n)   # (B, F) past 0, window s, future 1
-            x0 = cfg_x0(model, x, t, ctx, guidance, mode=mode)
+            t = 1000 * stream_layout(x.new_full((x.shape[0], end), s), start, n)   # (B, end) past 0, window s
+            x0 = cfg_x0(model, x[:, :end], t, ctx, guidance, mode=mode)             # (B, end, C, H, W)
             x[:, here] = x[:, here] + (s_next - s) * x0_to_v(x0[:, here], x[:, here], s)  # Euler, dx/dsigma = v
             if traj is not None:
                 traj[j + 1][:, here] = x[:, here]
