@@ -474,13 +474,15 @@ class CausalDiT(nn.Module):
         return (self.unpatchify(self.final(h, c), F) if final else None), kvs
 
     def forward(self, x, t, tokens=None, mode="bidirectional", clean=None, window=None, sink=0,
-                frame_offset=0, ctx=None, clean_t=None):
+                frame_offset=0, ctx=None, clean_t=None, visible=None):
         """x (B, F, C, H, W) noisy video, t (B, F) = 1000*sigma per frame -> x0_hat (B, F, C, H, W).
         mode "teacher_forcing": clean (B, F, C, H, W) is the clean context, run at t = 0 in front
         of x with the same RoPE positions; only x's predictions are returned. clean_t (B, F): the
         context's own levels instead of 0, when it is noisy ground truth (the DF+DMD baseline).
         window/sink: rolling-window mask for the causal modes (frame counts; sink = the first
-        frames of x). ctx: optional precomputed encode_text(tokens) -> (ctx, ctx_mask)."""
+        frames of x). ctx: optional precomputed encode_text(tokens) -> (ctx, ctx_mask).
+        visible (B, F) bool, bidirectional mode: the frames any query may attend to (the teacher's streaming
+        layout hides the pure-noise frames after its window, which its chunk-wise sampler leaves out)."""
         B, F = self._check_video(x, "x")
         t = self._check_t(t, B, F, x.device)
         text = self._text(tokens, ctx, B)
@@ -499,6 +501,10 @@ class CausalDiT(nn.Module):
         mask = None if mode == "bidirectional" else \
             make_attention_mask(F, self.cfg.tokens_per_frame, self.cfg.chunk, mode, window, sink,
                                 self.cfg.first_frame).to(x.device)
+        if visible is not None:
+            if mode != "bidirectional" or tuple(visible.shape) != (B, F) or visible.dtype != torch.bool:
+                raise ValueError(f"visible= must be a (B, F) = ({B}, {F}) bool tensor, in mode 'bidirectional'")
+            mask = visible.repeat_interleave(self.cfg.tokens_per_frame, 1)[:, None, None, :]   # (B, 1, 1, L) keys
         out, _ = self._run(x, t, frames, text, mask)
         return out[:, -F:]                                           # (B, F, C, H, W)
 
@@ -643,8 +649,8 @@ def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0,
     rectified-flow ODE from sigma = 1 to 0, on euler_sigmas(num_steps, shift) or an explicit grid.
     chunk=K samples K frames at a time, as the student streams: while chunk i runs its Euler steps,
     the chunks before it sit finished at t = 0 and the chunks after it are left out: they would be pure noise,
-    which shows nothing, and without them a 12-frame clip costs half the work (the teacher's training includes
-    that layout; see train.py). chunk=None: all frames together.
+    which no frame up to the window attends to (the teacher trains with them hidden, train.py: teacher_stream), so
+    leaving them out changes nothing and a 12-frame clip costs half the work. chunk=None: all frames together.
     first_frame=True (with chunk): frame 0 alone first, then the rest of the first chunk (sampler_windows).
     return_trajectory=True: return instead the states x at every grid point, a tensor
     (len(sigmas), B, F, C, H, W) whose [0] is the noise and [-1] the video (chunk-wise: each window's

@@ -398,6 +398,29 @@ def test_chunkwise_euler_sample_keeps_the_past_finished_and_leaves_the_future_ou
                                       first_frame=True), cont)
 
 
+def test_hidden_frames_change_nothing_and_the_sampler_may_leave_them_out():
+    """visible= hides frames from every query (the teacher's streaming layout hides its pure-noise future): what the
+    other frames predict is then exactly what they predict with the hidden frames left out, as the chunk-wise
+    sampler leaves them out. A bad visible= is one clear error."""
+    model = make_model(chunk=3)
+    x, t, tok = inputs(model, F=6)
+    end = torch.tensor([1, 3])                                                      # video 0 sees frame 0, video 1 0-2
+    visible = torch.arange(6)[None, :] < end[:, None]                               # (B, F)
+    with torch.no_grad():
+        out = model(x, t, tok, visible=visible)
+        for b in range(2):
+            alone = model(x[b:b + 1, :end[b]], t[b:b + 1, :end[b]], tok[b:b + 1])
+            assert maxdiff(out[b:b + 1, :end[b]], alone) <= TOL
+        other = x.clone()
+        other[:, 3:] = torch.randn_like(other[:, 3:])                               # new noise where nobody looks
+        assert torch.equal(model(other, t, tok, visible=visible)[1, :3], out[1, :3])
+        assert maxdiff(model(x, t, tok)[1, :3], out[1, :3]) > 1e-4                  # unhidden, they do count
+        with pytest.raises(ValueError, match="visible"):
+            model(x, t, tok, mode="causal", visible=visible)
+        with pytest.raises(ValueError, match="visible"):
+            model(x, t, tok, visible=visible.float())
+
+
 @pytest.mark.parametrize("chunk,guidance", [(3, 2.0), (1, 1.0)])
 def test_stream_euler_sample_equals_the_causal_euler_sampler(chunk, guidance):
     """The baselines' many-step streaming (KV cache, CFG) is the chunk-wise Euler sampler in causal mode, where the
