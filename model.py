@@ -474,15 +474,13 @@ class CausalDiT(nn.Module):
         return (self.unpatchify(self.final(h, c), F) if final else None), kvs
 
     def forward(self, x, t, tokens=None, mode="bidirectional", clean=None, window=None, sink=0,
-                frame_offset=0, ctx=None, clean_t=None, visible=None):
+                frame_offset=0, ctx=None, clean_t=None):
         """x (B, F, C, H, W) noisy video, t (B, F) = 1000*sigma per frame -> x0_hat (B, F, C, H, W).
         mode "teacher_forcing": clean (B, F, C, H, W) is the clean context, run at t = 0 in front
         of x with the same RoPE positions; only x's predictions are returned. clean_t (B, F): the
         context's own levels instead of 0, when it is noisy ground truth (the DF+DMD baseline).
         window/sink: rolling-window mask for the causal modes (frame counts; sink = the first
-        frames of x). ctx: optional precomputed encode_text(tokens) -> (ctx, ctx_mask).
-        visible (B, F) bool, bidirectional mode: the frames any query may attend to (the teacher's streaming
-        layout hides the pure-noise frames after its window, which its chunk-wise sampler leaves out)."""
+        frames of x). ctx: optional precomputed encode_text(tokens) -> (ctx, ctx_mask)."""
         B, F = self._check_video(x, "x")
         t = self._check_t(t, B, F, x.device)
         text = self._text(tokens, ctx, B)
@@ -501,10 +499,6 @@ class CausalDiT(nn.Module):
         mask = None if mode == "bidirectional" else \
             make_attention_mask(F, self.cfg.tokens_per_frame, self.cfg.chunk, mode, window, sink,
                                 self.cfg.first_frame).to(x.device)
-        if visible is not None:
-            if mode != "bidirectional" or tuple(visible.shape) != (B, F) or visible.dtype != torch.bool:
-                raise ValueError(f"visible= must be a (B, F) = ({B}, {F}) bool tensor, in mode 'bidirectional'")
-            mask = visible.repeat_interleave(self.cfg.tokens_per_frame, 1)[:, None, None, :]   # (B, 1, 1, L) keys
         out, _ = self._run(x, t, frames, text, mask)
         return out[:, -F:]                                           # (B, F, C, H, W)
 
@@ -603,11 +597,10 @@ def student_sigmas(num_steps=4, shift=5.0):
 
 
 def stream_layout(sigma, now, length):
-    """sigma (B, F) -> (B, F): the noise levels of the chunk-wise sampler while it makes frames
+    """sigma (B, F) -> (B, F): what the chunk-wise sampler shows the teacher while it makes frames
     now[b] .. now[b] + length[b] - 1: the frames before them finished (0), those frames at their level sigma, the
-    frames after them noise (1). now and length: ints or (B,). euler_sample(chunk=K) shows the teacher the frames
-    up to the window's end in this layout, one window of sampler_windows() at a time, and leaves out the frames
-    after it (pure noise, they show nothing); the teacher trains on the same (train.py, teacher_stream)."""
+    frames after them noise (1). now and length: ints or (B,). The teacher trains on this layout (train.py,
+    teacher_stream) and euler_sample(chunk=K) samples in it, one window of sampler_windows() at a time."""
     f = torch.arange(sigma.shape[1], device=sigma.device)[None, :]               # (1, F)
     now = torch.as_tensor(now, device=sigma.device).reshape(-1, 1)              # (B, 1) or (1, 1)
     end = now + torch.as_tensor(length, device=sigma.device).reshape(-1, 1)     # (B, 1) or (1, 1)
@@ -648,9 +641,8 @@ def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0,
     """Many-step sampler of the teacher (and of the TF/DF baselines with mode="causal"): Euler on the
     rectified-flow ODE from sigma = 1 to 0, on euler_sigmas(num_steps, shift) or an explicit grid.
     chunk=K samples K frames at a time, as the student streams: while chunk i runs its Euler steps,
-    the chunks before it sit finished at t = 0 and the chunks after it are left out: they would be pure noise,
-    which no frame up to the window attends to (the teacher trains with them hidden, train.py: teacher_stream), so
-    leaving them out changes nothing and a 12-frame clip costs half the work. chunk=None: all frames together.
+    the chunks before it sit finished at t = 0 and the chunks after it stay at their noise at t = 1000
+    (the teacher's training includes that layout; see train.py). chunk=None: all frames together.
     first_frame=True (with chunk): frame 0 alone first, then the rest of the first chunk (sampler_windows).
     return_trajectory=True: return instead the states x at every grid point, a tensor
     (len(sigmas), B, F, C, H, W) whose [0] is the noise and [-1] the video (chunk-wise: each window's
@@ -672,10 +664,10 @@ def euler_sample(model, tokens, noise, num_steps=None, shift=None, guidance=1.0,
         x[:, :P] = prefix
     traj = [x.clone() for _ in sigmas] if return_trajectory else None
     for start, n in sampler_windows(F, K, P, first_frame and chunk is not None):
-        here, end = slice(start, start + n), start + n               # the model sees frames 0 .. end - 1
+        here = slice(start, start + n)
         for j, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
-            t = 1000 * stream_layout(x.new_full((x.shape[0], end), s), start, n)   # (B, end) past 0, window s
-            x0 = cfg_x0(model, x[:, :end], t, ctx, guidance, mode=mode)             # (B, end, C, H, W)
+            t = 1000 * stream_layout(x.new_full(x.shape[:2], s), start, n)   # (B, F) past 0, window s, future 1
+            x0 = cfg_x0(model, x, t, ctx, guidance, mode=mode)
             x[:, here] = x[:, here] + (s_next - s) * x0_to_v(x0[:, here], x[:, here], s)  # Euler, dx/dsigma = v
             if traj is not None:
                 traj[j + 1][:, here] = x[:, here]

@@ -396,8 +396,8 @@ def teacher_trajectory(model, config, prompt, seed=0, frames=slice(0, 3)):
     for i in range(0, n, max(1, n // 4)):     # the teacher's own x0 prediction at the states it passed through:
         x0s = []
         for a, m in windows:                  # (the first chunk is two windows: frame 0 alone, then the rest)
-            x = torch.cat([traj[-1, :, :a], traj[i, :, a:a + m]], 1)            # (1, a + m, ...) finished, window
-            t = 1000 * stream_layout(torch.full((1, a + m), sigmas[i]), a, m)     # (1, a + m) past 0, window s
+            x = torch.cat([traj[-1, :, :a], traj[i, :, a:a + m], noise[:, a + m:]], 1)  # finished, window, noise
+            t = 1000 * stream_layout(torch.full((1, F), sigmas[i]), a, m)         # (1, F) past 0, window s, future 1
             x0s.append(cfg_x0(model, x, t, ctx, g)[0, a:a + m])                   # (m, C, H, W)
         steps.append((sigmas[i], traj[i, 0, frames], torch.cat(x0s)))
     return steps, traj[-1, 0, frames]

@@ -205,8 +205,7 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
     first = []
     if which == "teacher":
         # the bidirectional teacher samples chunk by chunk too (train.py, teacher_stream), but every chunk takes
-        # all its Euler steps over all the frames up to it, and the clip is made in one call: time to first chunk =
-        # all of it
+        # all its Euler steps over the whole clip, and the clip is made in one call: time to first chunk = all of it
         noise = torch.stack([torch.randn(num_frames, 3, res, res, generator=g) for g in gens]).to(device)
         video = euler_sample(model, tokens, noise, steps or config["teacher_steps"], config["shift"],
                              config["guidance"] if guidance is None else guidance, **teacher_order(config))

@@ -73,8 +73,7 @@ cfg_dropout = 0.1            # fraction of prompts replaced by the empty prompt,
 teacher_frame_noise = 0.0    # fraction of videos with an independent noise level per frame (rest: one per video);
                              # 0.5 taught the direction words nothing measurable in 1,400 steps (notes in README)
 teacher_stream = 0.5         # fraction of videos in the streaming layout: one window of the sampler noisy, the
-                             # frames before it clean (t = 0), those after it noise (t = 1000) that no frame sees;
-                             # the teacher samples so (and leaves those out)
+                             # frames before it clean (t = 0), those after it noise (t = 1000); the teacher samples so
 teacher_first_frame = True   # the teacher makes frame 0 alone, then the rest of the first chunk, and trains on those
                              # windows too: the sign of a motion (False: the first chunk mostly stands still, README)
 student_first_frame = True   # the causal student makes them so too: frame 0 alone, frames 1..K-1, then chunks of K
@@ -636,11 +635,6 @@ def train_teacher(config, dev):
         stream = torch.rand(B, generator=gen) < teacher_stream                  # (B,)
         now, length = wins[torch.randint(len(wins), (B,), generator=gen)].unbind(1)  # 2 x (B,)
         sigma = torch.where(stream[:, None], stream_layout(sigma, now, length), sigma).to(dev)
-        # No frame attends to that future: the sampler leaves it out (half the work), and the past and the window
-        # must not learn to lean on it. Its own frames still learn to predict the clip's future from the past
-        # and the window (the loss covers them): leaving them out of training too took most of that lesson away
-        # (motion 7% instead of 44% at 1,500 steps, README)
-        visible = ~stream[:, None] | (torch.arange(num_frames)[None, :] < (now + length)[:, None])   # (B, F)
         weight = (sigma > 0).float()                                            # (B, F) the clean past teaches nothing
         eps = torch.randn(x0.shape, generator=gen).to(dev)
         x_t = add_noise(x0, eps, sigma)
@@ -648,8 +642,7 @@ def train_teacher(config, dev):
         for g in opt.param_groups:
             g["lr"] = lr_at(it, teacher_lr, teacher_iters)
         with autocast(dev):
-            pred = fwd(part(x_t), part(t), part(tokens), mode="bidirectional",  # this rank's slice (all of it alone)
-                       visible=part(visible.to(dev)))
+            pred = fwd(part(x_t), part(t), part(tokens), mode="bidirectional")  # this rank's slice (all of it alone)
         per_frame = (pred.float() - part(x0)).pow(2).mean(dim=(2, 3, 4))       # (B, F)
         w = part(weight)
         per_video = (per_frame * w).sum(1) / w.sum(1).clamp(min=1)              # (B,)
