@@ -210,9 +210,9 @@ def gated(x, gate):
 
 def mlp(cfg):
     hidden = int(cfg.mlp_ratio * cfg.width)
-    # the exact (erf) GELU: on CPU it runs 2-4x faster than the tanh approximation DiT and GPT-2 use, which with its
-    # backward took about a seventh of the teacher's training step (torch.profiler, 2 cores)
-    return nn.Sequential(nn.Linear(cfg.width, hidden), nn.GELU(),
+    # DiT's tanh GELU. The exact (erf) one runs 2-4x faster on CPU and made the teacher's step about 5% faster, but it
+    # changes every number the run makes; one run with it (2026-12-02) ended with weaker students (README, "Speed")
+    return nn.Sequential(nn.Linear(cfg.width, hidden), nn.GELU(approximate="tanh"),
                          nn.Linear(hidden, cfg.width))
 
 
