@@ -186,7 +186,7 @@ def apply_rope(x, rot):
 # ---------------------------------------------------------------------------------------------
 
 def split_heads(x, n, nh):
-    """(B, L, n*D) -> (n, B, nh, L, hs): the fused q/k/v projection, split per head (a view; unbind(0) gives q, k, v)."""
+    """(B, L, n*D) -> (n, B, nh, L, hs): the fused q/k/v projection, split per head (a view; unbind(0): q, k, v)."""
     B, L, _ = x.shape
     return x.view(B, L, n, nh, -1).permute(2, 0, 3, 1, 4)
 

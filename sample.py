@@ -177,7 +177,7 @@ def check_prompts(prompts):
 # -----------------------------------------------------------------------------
 # generation
 
-@torch.inference_mode()  # no_grad and, besides, none of autograd's bookkeeping: the student's small calls are 10-15% faster
+@torch.inference_mode()  # no_grad, and none of autograd's bookkeeping: the student's small calls run 10-20% faster
 def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv_cache=True, steps=None,
              guidance=None, window=None, sink=None, progress=True):
     """Videos (B, F, C, H, W) in [-1, 1] for a list of prompts and one seed per prompt, plus timing info. (Made in
