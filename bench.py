@@ -14,10 +14,11 @@ What it measures (B = 1 for sampling, each stage's own batch for training):
                            every dfake_gen_update_ratio) against a teacher-forcing step (the ablation's baseline)
   FLOP/s                   the teacher's training step: FLOPs counted by torch's FlopCounterMode (matmuls and
                            attention, forward + backward) over its median time, against this machine's ceiling,
-                           measured here with a large float32 matrix product
+                           measured here with a large float32 matrix product (its fastest of 20)
   peak memory              the process's peak resident memory during sampling and during training (Linux: the
                            peak is reset between the two through /proc/self/clear_refs)
 """
+import math
 import os
 import statistics
 import sys
@@ -46,10 +47,18 @@ def peak_rss_mb(reset=False):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def matmul_ceiling(n=1024, repeats=5):
-    """FLOP/s of a large float32 matrix product, the most this machine's torch does with the cores it has."""
+def matmul_ceiling(n=1024, repeats=20):
+    """FLOP/s of a large float32 matrix product, the most this machine's torch does with the cores it has: its
+    FASTEST of `repeats` (a ceiling is the best the machine did; a median moved twofold between runs when a
+    neighbour was busy for part of them)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats)
+    a @ b                                                    # warm-up: the first product allocates
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
 
 
 def load_models(args):
