@@ -413,3 +413,18 @@ def test_stream_euler_sample_equals_the_causal_euler_sampler(chunk, guidance):
         ref = model(torch.cat([ctx[:, :s], x[:, s:s + K]], 1), torch.cat([ct[:, :s], t[:, s:s + K]], 1), tok,
                     mode="causal")[:, s:]
         assert maxdiff(tf[:, s:s + K], ref) <= TOL
+
+
+def test_rope_rotations_kept_from_sampling_serve_training():
+    """CausalDiT._rope keeps each frame set's rotations; the first call may come from sample.py's inference mode, and
+    training must still be able to use them (an inference-mode tensor cannot be saved for backward)."""
+    model = make_model(chunk=3)
+    x, t, tok = inputs(model)
+    with torch.inference_mode():
+        first = model(x, t, tok)
+    assert len(model._rotations) == 1
+    out = model(x, t, tok)                                   # the kept rotations, now under autograd
+    out.square().mean().backward()
+    assert torch.equal(out.detach(), first) and len(model._rotations) == 1
+    rot = next(iter(model._rotations.values()))
+    assert not rot.is_inference() and rot.dtype == torch.complex64 and torch.allclose(rot.abs(), torch.ones(()))
