@@ -142,6 +142,7 @@ def main():
     print(f"all stages done in {time.time() - t_all:.0f} s; try: python sample.py --out_dir {out_dir}{which} "
           f"--prompt \"A red circle moving from left to right\"")
     if dist.is_initialized():
+        dist.barrier()  # leave together: once (1 run in ~20) a rank that tore gloo down alone aborted at exit
         dist.destroy_process_group()
 
 
