@@ -18,7 +18,6 @@ What it measures (B = 1 for sampling, each stage's own batch for training):
   peak memory              the process's peak resident memory during sampling and during training (Linux: the
                            peak is reset between the two through /proc/self/clear_refs)
 """
-import math
 import os
 import statistics
 import sys
@@ -52,13 +51,7 @@ def matmul_ceiling(n=1024, repeats=20):
     FASTEST of `repeats` (a ceiling is the best the machine did; a median moved twofold between runs when a
     neighbour was busy for part of them)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b                                                    # warm-up: the first product allocates
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
+    return 2 * n ** 3 / min(median_seconds(lambda: a @ b, 1) for _ in range(repeats))   # each after a warm-up
 
 
 def load_models(args):
