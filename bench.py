@@ -5,11 +5,13 @@ one run (medians of --repeats), so the ratios hold on a shared, noisy machine.
     python bench.py --out_dir out/tiny              # the trained tiny run (weights do not change the speed)
     python bench.py --config config/tiny.py          # no training needed: fresh weights of that config
 
-What it measures (B = 1 for sampling, each stage's own batch for training):
+What it measures (B = 1 for sampling except the --batch rows, each stage's own batch for training):
   KV cache vs recompute    streaming the student through the KV cache against recomputing the whole generated
                            context at every step, for 1x, 2x and 4x the training length (the gap grows with length)
   student vs teacher       Self Forcing's 4-step streaming against the teacher's chunk-wise CFG Euler sampler, same clip
   first chunk, FPS         time until the first K frames exist, and frames per second of the whole clip
+  batch --batch            the 4x cache comparison, student vs teacher and FPS again with --batch videos in every
+                           call, per video: how much of batch 1's time is the fixed cost of each small operation
   training iterations      one iteration of each stage; Self Forcing's (one critic step, and one generator step
                            every dfake_gen_update_ratio) against a teacher-forcing step (the ablation's baseline)
   FLOP/s                   the teacher's training step: FLOPs counted by torch's FlopCounterMode (matmuls and
@@ -116,6 +118,32 @@ def sampling_rows(teacher, student, config, repeats):
     return rows
 
 
+def throughput_rows(teacher, student, config, batch, repeats):
+    """The 4x-length cache comparison and student vs teacher again, `batch` prompts in every call, in ms per video.
+    At batch 1 the student's calls hold 16-48 tokens, and much of their time is the fixed cost of each of their
+    ~270 tensor operations; a batch shares that cost, so these ratios approach the ratio of the work done."""
+    F_, K, res = config["num_frames"], config["chunk"], config["resolution"]
+    tokens = toydata.tokenize(["A red circle moving from left to right"] * batch)
+    sig = student_sigmas(4, config["shift"])
+    window = config.get("window") or F_ - K
+    gen = lambda: torch.Generator().manual_seed(0)
+    stream = lambda frames, kv: stream_sample(student, tokens, frames, sig, generator=gen(), kv_cache=kv,
+                                              window=window)
+    cached = median_seconds(lambda: stream(4 * F_, True), repeats) / batch             # seconds per video
+    recompute = median_seconds(lambda: stream(4 * F_, False), repeats) / batch
+    noise = torch.randn(batch, F_, 3, res, res, generator=gen())
+    t_teacher = median_seconds(lambda: euler_sample(teacher, tokens, noise, config["teacher_steps"], config["shift"],
+                                                    config["guidance"], **teacher_order(config)), repeats) / batch
+    t_student = median_seconds(lambda: stream(F_, True), repeats) / batch
+    return {
+        f"batch {batch}, per video: KV cache vs recompute, {4 * F_} frames": (
+            f"{cached * 1000:.0f} ms vs {recompute * 1000:.0f} ms", f"{recompute / cached:.1f}x"),
+        f"batch {batch}, per video: student vs teacher, {F_} frames": (
+            f"{t_student * 1000:.1f} ms vs {t_teacher * 1000:.0f} ms", f"{t_teacher / t_student:.1f}x"),
+        f"batch {batch}: student frames per second": ("", f"{F_ / t_student:.0f} fps"),
+    }
+
+
 def training_steps(teacher, student, config):
     """One iteration of each stage as a function, built from train.py's own pieces (same losses, same batch)."""
     import train
@@ -174,9 +202,12 @@ def main(argv=None):
     src.add_argument("--out_dir", help="a training run folder (teacher.pt and self_forcing.pt)")
     src.add_argument("--config", help="a config file (e.g. config/tiny.py): fresh weights, no training needed")
     ap.add_argument("--repeats", type=int, default=5, help="repeats per timing; the median is reported")
+    ap.add_argument("--batch", type=int, default=16, help="videos per call for the throughput rows (1: skip them)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         sys.exit("error: --repeats must be at least 1")
+    if args.batch < 1:
+        sys.exit("error: --batch must be at least 1")
     if not args.out_dir and not args.config:
         args.out_dir = "out/tiny"
     if args.config and not os.path.isfile(args.config):
@@ -192,6 +223,11 @@ def main(argv=None):
     peak_rss_mb(reset=True)
     rows.update(sampling_rows(teacher, student, config, args.repeats))
     rows["peak memory, sampling (process)"] = (f"{peak_rss_mb():.0f} MB", "")
+    if args.batch > 1:  # the same comparisons with --batch videos in every call, per video
+        peak_rss_mb(reset=True)
+        with torch.inference_mode():
+            rows.update(throughput_rows(teacher, student, config, args.batch, args.repeats))
+        rows[f"peak memory, sampling batch {args.batch} (process)"] = (f"{peak_rss_mb():.0f} MB", "")
     peak_rss_mb(reset=True)
     steps = training_steps(teacher.train(), student.train(), config)
     times = {name: median_seconds(fn, args.repeats) for name, fn in steps.items()}

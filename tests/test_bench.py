@@ -6,10 +6,12 @@ from conftest import run_py
 
 
 def test_bench_table_on_fresh_micro_weights(capsys):
-    rows = bench.main(["--config", "config/micro.py", "--repeats", "1"])
+    rows = bench.main(["--config", "config/micro.py", "--repeats", "1", "--batch", "3"])
     out = capsys.readouterr().out
     for length in (6, 12, 24):                       # 1x, 2x and 4x the micro training length
         assert f"KV cache vs recompute, {length} frames" in rows
+    assert "batch 3, per video: KV cache vs recompute, 24 frames" in rows
+    assert "batch 3, per video: student vs teacher, 6 frames" in rows
     for name, (value, ratio) in rows.items():
         assert name in out and value in out, name
     ms = [float(x) for x in re.findall(r"([\d.]+) ms", " ".join(v for v, _ in rows.values()))]
@@ -24,5 +26,7 @@ def test_bench_errors_are_one_line(tmp_path):
     assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
     r = run_py("bench.py", "--repeats", "x")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    r = run_py("bench.py", "--config", "config/micro.py", "--batch", "0")
+    assert r.returncode != 0 and "--batch must be at least 1" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run_py("bench.py", "--config", str(tmp_path / "nope.py"))
     assert r.returncode != 0 and "no config file" in r.stderr and "Traceback" not in r.stderr, r.stderr
