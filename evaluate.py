@@ -139,6 +139,34 @@ def motion_onset(videos, prompts, chunk=3):
     return {k: 100 * c / max(n, 1) for k, c in counts.items()} | {"videos": n}
 
 
+def motion_steps(videos, prompts):
+    """How the object moves from frame to frame, step by step, over the object prompts (oracle centres, the
+    shortest way round the torus):
+      step_px    per step i (frame i -> i + 1), the median distance its centre moves over the straight-line videos:
+                 the truth moves 1.5-2.5 px every step, so a model that makes frames in chunks and moves them less
+                 inside a chunk than across its seam shows a pattern repeating every chunk
+      turn_deg   per turn i (step i -> step i + 1), the mean signed change of heading over the orbit videos, in
+                 degrees, + = clockwise on screen (y points down), with the asked way's sign made positive:
+                 the truth turns +15-30 degrees every step; a model that moves orbits straight turns about 0
+    A frame without an object has no centre to follow; the tiny run's models draw one in every frame."""
+    steps, turns = [], []
+    for v, p in zip(videos, prompts):
+        motion = toydata.parse_prompt(p).get("motion")
+        if motion is None:
+            continue
+        cx, cy = toydata.object_centres(v)                                        # (F,), (F,) pixels
+        d = toydata.torus_delta(torch.stack([cx.diff(), cy.diff()], 1), v.shape[-1])   # (F - 1, 2)
+        if motion in toydata.LINEAR_DIRECTIONS:
+            steps.append(d.norm(dim=1))                                         # (F - 1,)
+        else:
+            heading = torch.atan2(d[:, 1], d[:, 0])                             # (F - 1,) radians
+            turn = torch.remainder(heading.diff() + math.pi, 2 * math.pi) - math.pi   # (F - 2,) in [-pi, pi)
+            turns.append(math.degrees(1) * turn * (1 if motion == "clockwise" else -1))
+    return {"step_px": torch.stack(steps).median(0).values.tolist() if steps else [],
+            "turn_deg": torch.stack(turns).mean(0).tolist() if turns else [],
+            "straight_videos": len(steps), "orbit_videos": len(turns)}
+
+
 def window_curve(videos, prompts, window=3):
     """Drift curve: for each start frame i, percent of videos whose frames [i, i + window) show the prompt."""
     per_video = [toydata.window_adherence(v, p, window) for v, p in zip(videos, prompts)]  # B x (F - window + 1)

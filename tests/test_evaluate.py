@@ -315,6 +315,24 @@ def test_motion_onset_tells_a_still_first_chunk_from_a_reversed_one():
         motion_onset(truth[:, :3], prompts)
 
 
+def test_motion_steps_sees_even_steps_turns_and_a_chunk_stutter():
+    from evaluate import motion_steps
+    straight = [p for p in toydata.ALL_PROMPTS if "from" in p and "Color" not in p][::6]      # 16 of 96
+    orbits = [p for p in toydata.ALL_PROMPTS if "clockwise" in p][::6]                        # 8 of 48
+    prompts = straight + orbits + ["Color gradient transitioning from blue to red"]
+    truth = toydata.render_batch(prompts, list(range(len(prompts))), 12, 32)
+    got = motion_steps(truth, prompts)
+    assert got["straight_videos"] == 16 and got["orbit_videos"] == 8, got          # the transition is skipped
+    assert len(got["step_px"]) == 11 and all(1.4 < s < 2.6 for s in got["step_px"]), got["step_px"]
+    assert len(got["turn_deg"]) == 10 and all(14 < t < 31 for t in got["turn_deg"]), got["turn_deg"]
+    # played backwards: every orbit turns the other way, straight lines step as far
+    back = motion_steps(truth.flip(1), prompts)
+    assert all(-31 < t < -14 for t in back["turn_deg"]) and back["step_px"] == pytest.approx(got["step_px"][::-1])
+    # each chunk of 3 frames holds its first frame: no move inside a chunk, the whole chunk's move across the seam
+    stutter = truth[:, [0, 0, 0, 3, 3, 3, 6, 6, 6, 9, 9, 9]]
+    steps = motion_steps(stutter, prompts)["step_px"]
+    assert steps[0] == steps[1] == 0 and steps[2] > 4, steps
+
 def test_shape_readback_reads_the_models_prediction_not_the_truth():
     from evaluate import shape_readback
     prompts = [p for p in toydata.ALL_PROMPTS if "shape" in toydata.parse_prompt(p)][:12:2]
