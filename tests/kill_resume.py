@@ -96,7 +96,7 @@ def check_files(out):
 
 def kill_at_random(out, args, stage, seconds, rng):
     """Start train.py, wait until `stage` is in progress, let it run up to `seconds` more, kill -9.
-    Returns the stage that was in progress when it died, or None if the run finished before the kill."""
+    Returns the stage that was in progress when it died, or None if the run had finished its last stage."""
     proc = subprocess.Popen(train_cmd(out, args), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     started = threading.Event()
@@ -114,7 +114,9 @@ def kill_at_random(out, args, stage, seconds, rng):
     alive = proc.poll() is None
     proc.kill()  # SIGKILL: no handler runs, no file gets closed properly
     proc.wait()
-    return stage_in_progress(out) if alive else None
+    stage = stage_in_progress(out) if alive else None
+    # alive but past its last checkpoint (printing the summary, exiting): the kill interrupted no stage
+    return None if stage == "finished" else stage
 
 
 def kill_mid_write(out, args, stage, nth=1):
