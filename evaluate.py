@@ -161,7 +161,7 @@ def motion_steps(videos, prompts):
         else:
             heading = torch.atan2(d[:, 1], d[:, 0])                             # (F - 1,) radians
             turn = torch.remainder(heading.diff() + math.pi, 2 * math.pi) - math.pi   # (F - 2,) in [-pi, pi)
-            turns.append(math.degrees(1) * turn * (1 if motion == "clockwise" else -1))
+            turns.append(turn.rad2deg() * (1 if motion == "clockwise" else -1))   # asked way positive
     return {"step_px": torch.stack(steps).median(0).values.tolist() if steps else [],
             "turn_deg": torch.stack(turns).mean(0).tolist() if turns else [],
             "straight_videos": len(steps), "orbit_videos": len(turns)}
