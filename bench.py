@@ -242,8 +242,9 @@ def main(argv=None):
         steps["teacher (bidirectional diffusion loss)"]()
     flops = counter.get_total_flops()
     achieved = flops / times["teacher (bidirectional diffusion loss)"]
+    # 4 significant digits: a micro config on a busy machine does well under 0.1 GFLOP/s, which .1f printed as 0.0
     rows["teacher step: counted FLOPs / time vs matmul ceiling"] = (
-        f"{achieved / 1e9:.1f} vs {ceiling / 1e9:.1f} GFLOP/s ({flops / 1e9:.1f} GFLOP/step)",
+        f"{achieved / 1e9:.4g} vs {ceiling / 1e9:.4g} GFLOP/s ({flops / 1e9:.1f} GFLOP/step)",
         f"{100 * achieved / ceiling:.0f}%")
     rows["peak memory, training (process)"] = (f"{peak_rss_mb():.0f} MB", "")
     width = max(len(k) for k in rows)
