@@ -82,15 +82,29 @@ def load_models(args):
     return teacher, student, config
 
 
-def sampling_rows(teacher, student, config, repeats):
+def samplers(teacher, student, config, batch):
+    """The two things the sampling rows time, for `batch` copies of one prompt: stream(frames, kv, **kw), the student
+    through the KV cache (kv=True) or recomputing its context, and teach(), the teacher's chunk-wise CFG sampler on the
+    training length. Each call draws the same noise (seed 0), so repeats time identical work."""
     F_, K, res = config["num_frames"], config["chunk"], config["resolution"]
-    tokens = toydata.tokenize(["A red circle moving from left to right"])
+    tokens = toydata.tokenize(["A red circle moving from left to right"] * batch)
     sig = student_sigmas(4, config["shift"])
     window = config.get("window") or F_ - K
     gen = lambda: torch.Generator().manual_seed(0)
+    noise = torch.randn(batch, F_, 3, res, res, generator=gen())
 
-    def stream(frames, kv):
-        return stream_sample(student, tokens, frames, sig, generator=gen(), kv_cache=kv, window=window)
+    def stream(frames, kv, **kw):
+        return stream_sample(student, tokens, frames, sig, generator=gen(), kv_cache=kv, window=window, **kw)
+
+    def teach():
+        return euler_sample(teacher, tokens, noise, config["teacher_steps"], config["shift"], config["guidance"],
+                            **teacher_order(config))
+    return stream, teach
+
+
+def sampling_rows(teacher, student, config, repeats):
+    F_ = config["num_frames"]
+    stream, teach = samplers(teacher, student, config, 1)
     rows, first = {}, []
     with torch.inference_mode():  # as sample.py generates
         for mult in (1, 2, 4):
@@ -98,10 +112,7 @@ def sampling_rows(teacher, student, config, repeats):
             recompute = median_seconds(lambda: stream(mult * F_, False), repeats)
             rows[f"KV cache vs recompute, {mult * F_} frames"] = (
                 f"{cached * 1000:.0f} ms vs {recompute * 1000:.0f} ms", f"{recompute / cached:.1f}x")
-        noise = torch.randn(1, F_, 3, res, res, generator=gen())
-        t_teacher = median_seconds(lambda: euler_sample(teacher, tokens, noise, config["teacher_steps"],
-                                                        config["shift"], config["guidance"],
-                                                        **teacher_order(config)), repeats)
+        t_teacher = median_seconds(teach, repeats)
         t_student = median_seconds(lambda: stream(F_, True), repeats)
         rows[f"student 4-step streaming vs teacher {config['teacher_steps']}-step CFG, {F_} frames"] = (
             f"{t_student * 1000:.0f} ms vs {t_teacher * 1000:.0f} ms", f"{t_teacher / t_student:.1f}x")
@@ -110,8 +121,7 @@ def sampling_rows(teacher, student, config, repeats):
 
         def first_chunk():
             t0 = time.perf_counter()
-            stream_sample(student, tokens, F_, sig, generator=gen(), window=window,
-                          progress=lambda i, x: first.append(time.perf_counter() - t0) if i == done_k else None)
+            stream(F_, True, progress=lambda i, x: first.append(time.perf_counter() - t0) if i == done_k else None)
         median_seconds(first_chunk, repeats)
         rows["student: time to first chunk, frames per second"] = (
             f"{statistics.median(first[1:]) * 1000:.1f} ms", f"{F_ / t_student:.0f} fps")
@@ -122,18 +132,11 @@ def throughput_rows(teacher, student, config, batch, repeats):
     """The 4x-length cache comparison and student vs teacher again, `batch` prompts in every call, in ms per video.
     At batch 1 the student's calls hold 16-48 tokens, and much of their time is the fixed cost of each of their
     ~270 tensor operations; a batch shares that cost, so these ratios approach the ratio of the work done."""
-    F_, K, res = config["num_frames"], config["chunk"], config["resolution"]
-    tokens = toydata.tokenize(["A red circle moving from left to right"] * batch)
-    sig = student_sigmas(4, config["shift"])
-    window = config.get("window") or F_ - K
-    gen = lambda: torch.Generator().manual_seed(0)
-    stream = lambda frames, kv: stream_sample(student, tokens, frames, sig, generator=gen(), kv_cache=kv,
-                                              window=window)
+    F_ = config["num_frames"]
+    stream, teach = samplers(teacher, student, config, batch)
     cached = median_seconds(lambda: stream(4 * F_, True), repeats) / batch             # seconds per video
     recompute = median_seconds(lambda: stream(4 * F_, False), repeats) / batch
-    noise = torch.randn(batch, F_, 3, res, res, generator=gen())
-    t_teacher = median_seconds(lambda: euler_sample(teacher, tokens, noise, config["teacher_steps"], config["shift"],
-                                                    config["guidance"], **teacher_order(config)), repeats) / batch
+    t_teacher = median_seconds(teach, repeats) / batch
     t_student = median_seconds(lambda: stream(F_, True), repeats) / batch
     return {
         f"batch {batch}, per video: KV cache vs recompute, {4 * F_} frames": (

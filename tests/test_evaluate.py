@@ -333,6 +333,7 @@ def test_motion_steps_sees_even_steps_turns_and_a_chunk_stutter():
     steps = motion_steps(stutter, prompts)["step_px"]
     assert steps[0] == steps[1] == 0 and steps[2] > 4, steps
 
+
 def test_shape_readback_reads_the_models_prediction_not_the_truth():
     from evaluate import shape_readback
     prompts = [p for p in toydata.ALL_PROMPTS if "shape" in toydata.parse_prompt(p)][:12:2]
