@@ -203,19 +203,24 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
     sink = config.get("sink", 0) if sink is None else sink
     t0 = time.perf_counter()
     first = []
-    if which == "teacher":
+    if which in ("teacher", "diffusion"):
         # the bidirectional teacher samples chunk by chunk too (train.py, teacher_stream), but every chunk takes
-        # all its Euler steps over the whole clip, and the clip is made in one call: time to first chunk = all of it
+        # all its Euler steps over the whole clip; the ablation's diffusion baselines stream through the KV cache,
+        # with the teacher's many Euler steps and CFG per chunk. Either makes a clip in one call: time to first
+        # chunk = all of it. Calls of 16 videos: on a CPU, bigger ones run slower per video (train.py,
+        # generate_ode_pairs), and a video does not depend on what it is batched with.
         noise = torch.stack([torch.randn(num_frames, 3, res, res, generator=g) for g in gens]).to(device)
-        video = euler_sample(model, tokens, noise, steps or config["teacher_steps"], config["shift"],
-                             config["guidance"] if guidance is None else guidance, **teacher_order(config))
-        first.append(time.perf_counter() - t0)
-    elif which == "diffusion":
-        # the ablation's diffusion baselines stream through the KV cache too, but with the teacher's many Euler
-        # steps and CFG per chunk; made in one call for the batch, so time to first chunk = all of it
-        noise = torch.stack([torch.randn(num_frames, 3, res, res, generator=g) for g in gens]).to(device)
-        video = stream_euler_sample(model, tokens, noise, steps or config["teacher_steps"], config["shift"],
-                                    config["guidance"] if guidance is None else guidance, window=window, sink=sink)
+        n = 16 if device.type == "cpu" else 64
+        S, scale = steps or config["teacher_steps"], config["guidance"] if guidance is None else guidance
+        parts = []
+        for i in range(0, len(prompts), n):
+            if which == "teacher":
+                parts.append(euler_sample(model, tokens[i:i + n], noise[i:i + n], S, config["shift"], scale,
+                                          **teacher_order(config)))
+            else:
+                parts.append(stream_euler_sample(model, tokens[i:i + n], noise[i:i + n], S, config["shift"], scale,
+                                                 window=window, sink=sink))
+        video = torch.cat(parts)
         first.append(time.perf_counter() - t0)
     else:
         from tqdm import tqdm

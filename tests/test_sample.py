@@ -43,6 +43,20 @@ def test_teacher_and_ode_models_sample(micro_run):
         assert v.shape == (6, 3, 16, 16), which
 
 
+def test_teacher_videos_do_not_depend_on_their_batch(micro_run):
+    """generate() makes teacher videos 16 at a time on a CPU: 18 videos in one call are the 18 made one by one."""
+    import toydata
+    from sample import generate, load_model
+    out, _ = micro_run
+    model, config = load_model(out, "teacher")
+    prompts, seeds = toydata.ALL_PROMPTS[:18], list(range(100, 118))
+    together, _ = generate(model, config, prompts, 6, seeds, "teacher", progress=False)
+    for i in (0, 15, 16, 17):   # either side of the split at 16
+        alone, _ = generate(model, config, prompts[i:i + 1], 6, seeds[i:i + 1], "teacher", progress=False)
+        assert (together[i] - alone[0]).abs().max() <= 1e-6, f"video {i} changed with its batch"
+    assert not torch.equal(together[16], together[17])
+
+
 def test_errors_are_one_clear_line(micro_run, tmp_path):
     out, _ = micro_run
     cases = [
