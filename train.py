@@ -82,7 +82,7 @@ student_first_frame = True   # the causal student makes them so too: frame 0 alo
 ema_decay = 0.995
 warmup_iters = 100
 # stage 2: ODE pairs
-ode_pairs = 192              # videos sampled by the teacher (stored in float16); about 0.6 s a video on 2 cores.
+ode_pairs = 192              # videos sampled by the teacher (stored in float16); about 0.5 s a video on 2 cores.
                              # 96 left the students 9 points below the teacher (the shapes), 192 about 3 (README)
 # stage 3: causal ODE init
 ode_iters = 160
