@@ -24,7 +24,7 @@ import torch
 
 import toydata
 from model import (CausalDiT, ModelConfig, euler_sample, sampler_windows, stream_euler_sample, stream_sample,
-                   student_sigmas)
+                   student_sigmas, videos_per_call)
 
 CHECKPOINTS = {"teacher": "teacher.pt", "ode": "ode_init.pt", "self_forcing": "self_forcing.pt",
                "diffusion": "diffusion.pt"}   # the last: the ablation's teacher-/diffusion-forcing baselines
@@ -207,10 +207,9 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
         # the bidirectional teacher samples chunk by chunk too (train.py, teacher_stream), but every chunk takes
         # all its Euler steps over the whole clip; the ablation's diffusion baselines stream through the KV cache,
         # with the teacher's many Euler steps and CFG per chunk. Either makes a clip in one call: time to first
-        # chunk = all of it. Calls of 16 videos: on a CPU, bigger ones run slower per video (train.py,
-        # generate_ode_pairs), and a video does not depend on what it is batched with.
+        # chunk = all of it. A few videos a call (model.videos_per_call): on a CPU a big batch runs slower per video.
         noise = torch.stack([torch.randn(num_frames, 3, res, res, generator=g) for g in gens]).to(device)
-        n = 16 if device.type == "cpu" else 64
+        n = videos_per_call(device)
         S, scale = steps or config["teacher_steps"], config["guidance"] if guidance is None else guidance
         parts = []
         for i in range(0, len(prompts), n):

@@ -36,7 +36,7 @@ from tqdm import tqdm
 import toydata
 from configurator import ConfigError, configure
 from model import (CausalDiT, ModelConfig, add_noise, euler_sample, frame_blocks, sampler_windows, shift_sigma,
-                   stream_euler_sample, stream_layout, stream_sample, student_sigmas)
+                   stream_euler_sample, stream_layout, stream_sample, student_sigmas, videos_per_call)
 
 # -----------------------------------------------------------------------------
 # default config: the tiny CPU run. config/*.py files hold only the values they change.
@@ -673,9 +673,7 @@ def generate_ode_pairs(teacher, prompts, noise, dev):
     keep = [i * teacher_steps // 4 for i in range(4)] + [teacher_steps]          # grid indices of the student sigmas
     assert torch.allclose(grid[keep[:4]], torch.tensor(student_sigmas(4, shift)), atol=1e-6), "grids disagree"
     states = []
-    # videos per call: on a CPU, calls of 16 (32 rows with CFG) made 64 pairs in 31 s where one call of 64 took 36 s,
-    # the same states to the last bit (a video's trajectory does not depend on its batch); a GPU wants big batches
-    n = 16 if dev.type == "cpu" else 64
+    n = videos_per_call(dev)                                                       # 16 on a CPU: faster per video
     for i in tqdm(range(0, len(prompts), n), desc="ODE pairs", mininterval=2, disable=not is_master()):
         tokens = batch_tokens(prompts[i:i + n], dev)
         with autocast(dev):
