@@ -209,17 +209,14 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
         # with the teacher's many Euler steps and CFG per chunk. Either makes a clip in one call: time to first
         # chunk = all of it. A few videos a call (model.videos_per_call): on a CPU a big batch runs slower per video.
         noise = torch.stack([torch.randn(num_frames, 3, res, res, generator=g) for g in gens]).to(device)
-        n = videos_per_call(device)
         S, scale = steps or config["teacher_steps"], config["guidance"] if guidance is None else guidance
-        parts = []
-        for i in range(0, len(prompts), n):
-            if which == "teacher":
-                parts.append(euler_sample(model, tokens[i:i + n], noise[i:i + n], S, config["shift"], scale,
-                                          **teacher_order(config)))
-            else:
-                parts.append(stream_euler_sample(model, tokens[i:i + n], noise[i:i + n], S, config["shift"], scale,
-                                                 window=window, sink=sink))
-        video = torch.cat(parts)
+        if which == "teacher":
+            make = lambda tok, z: euler_sample(model, tok, z, S, config["shift"], scale, **teacher_order(config))
+        else:
+            make = lambda tok, z: stream_euler_sample(model, tok, z, S, config["shift"], scale, window=window,
+                                                      sink=sink)
+        n = videos_per_call(device)
+        video = torch.cat([make(tokens[i:i + n], noise[i:i + n]) for i in range(0, len(prompts), n)])
         first.append(time.perf_counter() - t0)
     else:
         from tqdm import tqdm

@@ -44,14 +44,17 @@ def test_teacher_and_ode_models_sample(micro_run):
 
 
 def test_teacher_videos_do_not_depend_on_their_batch(micro_run):
-    """generate() makes teacher videos 16 at a time on a CPU: 18 videos in one call are the 18 made one by one."""
+    """generate() makes teacher videos a few at a time (model.videos_per_call): 18 in one call are those made alone."""
     import toydata
+    from model import videos_per_call
     from sample import generate, load_model
     out, _ = micro_run
     model, config = load_model(out, "teacher")
     prompts, seeds = toydata.ALL_PROMPTS[:18], list(range(100, 118))
     together, _ = generate(model, config, prompts, 6, seeds, "teacher", progress=False)
-    for i in (0, 15, 16, 17):   # either side of the split at 16
+    n = videos_per_call("cpu")
+    assert n < 18, "the test needs a split inside its 18 videos"
+    for i in (0, n - 1, n, 17):   # either side of the first split
         alone, _ = generate(model, config, prompts[i:i + 1], 6, seeds[i:i + 1], "teacher", progress=False)
         assert (together[i] - alone[0]).abs().max() <= 1e-6, f"video {i} changed with its batch"
     assert not torch.equal(together[16], together[17])
