@@ -346,6 +346,33 @@ def test_empty_prompt_uses_learned_null_context():
         assert torch.equal(model(x, t, ctx=(ctx, mask)), model(x, t, tok))
 
 
+def test_word_code_keeps_words_apart_whatever_the_encoder_learns():
+    """Each word's fixed random code (TextEncoder.code): a buffer, not a parameter, the same for every model
+    whatever the seed, zero for the pad; and no learned weight can make two words alike: with the encoder's
+    embeddings of two words made equal, their outputs still differ by exactly the difference of their codes."""
+    model = make_model()
+    assert "text.code" in model.state_dict() and "text.code" not in dict(model.named_parameters())
+    torch.manual_seed(123)
+    other = M.CausalDiT(model.cfg)
+    assert torch.equal(other.text.code, model.text.code), "the code must not depend on the global seed"
+    assert not torch.equal(other.text.tok.weight, model.text.tok.weight)
+    code = model.text.code
+    assert code[0].abs().sum() == 0 and (code[1:].norm(dim=1) > 0.5 * model.cfg.width ** 0.5).all()
+    a, b = 4, 5                                          # two word ids
+    with torch.no_grad():
+        model.text.tok.weight[b] = model.text.tok.weight[a]   # the learned part can no longer tell them apart
+    tok = torch.tensor([[1, 2, a, 0, 0, 0], [1, 2, b, 0, 0, 0]])
+    ctx, _ = model.encode_text(tok)
+    assert torch.allclose(ctx[0, [0, 1]], ctx[1, [0, 1]], atol=1e-6)
+    assert torch.allclose(ctx[0, 2] - ctx[1, 2], code[a] - code[b], atol=1e-5)
+    assert (ctx[0, 2] - ctx[1, 2]).norm() > model.cfg.width ** 0.5     # about sqrt(2 D) apart
+    # and the DiT sees the difference: the same noisy video under the two prompts gives two different x0
+    x, t, _ = inputs(model, B=1)
+    with torch.no_grad():
+        out = model(x.repeat(2, 1, 1, 1, 1), t.repeat(2, 1), tok)             # (2, F, C, H, W)
+    assert (out[0] - out[1]).abs().max() > 1e-3
+
+
 def test_chunkwise_euler_sample_keeps_the_past_finished_and_the_future_noise():
     """The teacher's chunk-wise sampler: chunk i runs its Euler steps with the chunks before it finished at t = 0
     and the chunks after it at their noise at t = 1000; a prefix is kept as given; first_frame makes frame 0 alone."""
