@@ -256,7 +256,8 @@ class TextEncoder(nn.Module):
         # model of a run) gets the same code and the global RNG, which draws the learned weights, is left untouched.
         # The pad's row is zero: pads are masked out of cross-attention and of the pooled prompt anyway.
         code = torch.randn(cfg.vocab_size, cfg.width, generator=torch.Generator().manual_seed(0))
-        self.register_buffer("code", code.index_fill(0, torch.tensor([0]), 0.0))
+        code[0] = 0.0
+        self.register_buffer("code", code)
 
     def forward(self, tokens):                                        # tokens (B, Lt) long, 0 = pad
         Lt = tokens.shape[1]
