@@ -91,7 +91,9 @@ ode_lr = 3e-4
 # stage 4: Self Forcing (DMD)
 sf_iters = 200               # critic steps; the generator steps every dfake_gen_update_ratio of them
 sf_batch = 8
-gen_lr = 5e-5
+gen_lr = 5e-4                # Adam moves each weight about lr a step, so 40 generator steps at 5e-5 moved the student
+                             # 0.1% and it scored what its ODE init did; at 5e-4 Self Forcing gained 6-11 points on
+                             # the 64 held-out videos over its ODE init, two seeds (README, "The DMD stage at work")
 critic_lr = 2e-4
 dfake_gen_update_ratio = 5   # official value
 sf_ema_decay = 0.99
