@@ -1,7 +1,7 @@
 """
 The whole Self Forcing training story, top to bottom (Huang et al. 2025, arXiv 2506.08009).
 
-    python train.py config/tiny.py                  # 2-core CPU: about 14.5 min (README)
+    python train.py config/tiny.py                  # 2-core CPU: about 15 min (README)
     python train.py config/tiny.py --sf_iters=400   # any config key can be overridden
 
 Four stages, each checkpointed into out_dir. Re-running the same command skips finished stages and
