@@ -506,8 +506,8 @@ def plot_ablation(results, truth_drift, train_frames, path, window=3):
                         label=f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})")
             ax.axvline(train_frames - 0.5, color="0.5", lw=1, ls=":")
             ax.set_ylim(-3, 103)
-            ax.set_title(f"{setting}: {'all attributes' if key == 'all' else 'motion'} right, per "
-                         f"{window}-frame window", fontsize=9)
+            ax.set_title(f"{setting}: {'all attributes' if key == 'all' else 'motion'} right "
+                         f"({window}-frame windows)", fontsize=8)
             ax.set_xlabel(f"frame (dotted: training length {train_frames})", fontsize=8)
             ax.tick_params(labelsize=8)
         ax = axes[2, col]
