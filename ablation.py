@@ -13,7 +13,7 @@ What the rows share, so that they differ only in what the paper compares:
     steps each; their generator's context is its own rollout / the clean truth / the noised truth;
   - the TF and DF rows start from the teacher and take diffusion_iters diffusion-loss steps (config/ablation.py),
     about the training time of the ODE init plus the DMD stage (the table reports the measured seconds).
-Seeds (3 for every row but diffusion forcing's) vary the last stage only: its data, noise and exit steps.
+Seeds (3 for every row) vary the last stage only: its data, noise and exit steps.
 Re-running skips finished rows (train.py resumes an interrupted one) and re-evaluates. Every row is a plain
 train.py run in its own folder, so `python sample.py --out_dir out/ablation/<row> [--model diffusion]` works on it.
 """
@@ -40,7 +40,7 @@ SETTINGS = {"chunk-wise": 3, "frame-wise": 1}
 # 200 x 0.28-0.35 s, about 245 s on 2 cores): a teacher-forcing step costs 0.42 s ([clean | noisy] doubles the
 # sequence), a diffusion-forcing step 0.20 s. The table reports every row's measured training seconds.
 ROWS = [("teacher forcing", "teacher_forcing", 3, ["--diffusion_iters=590"]),
-        ("diffusion forcing", "diffusion_forcing", 1, ["--diffusion_iters=1250"]),
+        ("diffusion forcing", "diffusion_forcing", 3, ["--diffusion_iters=1250"]),
         ("TF + DMD", "tf_dmd", 3, []), ("DF + DMD", "df_dmd", 3, []), ("Self Forcing", "self_forcing", 3, [])]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
