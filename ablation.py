@@ -13,7 +13,7 @@ What the rows share, so that they differ only in what the paper compares:
     steps each; their generator's context is its own rollout / the clean truth / the noised truth;
   - the TF and DF rows start from the teacher and take diffusion_iters diffusion-loss steps (config/ablation.py),
     about the training time of the ODE init plus the DMD stage (the table reports the measured seconds).
-Seeds (3 for every row) vary the last stage only: its data, noise and exit steps.
+Seeds (SEEDS, 3 for every row) vary the last stage only: its data, noise and exit steps.
 Re-running skips finished rows (train.py resumes an interrupted one) and re-evaluates. Every row is a plain
 train.py run in its own folder, so `python sample.py --out_dir out/ablation/<row> [--model diffusion]` works on it.
 """
@@ -35,13 +35,14 @@ from plot import drift_curves, plot_ablation
 from sample import generate, load_model
 
 SETTINGS = {"chunk-wise": 3, "frame-wise": 1}
-# (row name, train.py method, seeds, the row's own settings): the paper's rows, in its order. The diffusion rows'
+# (row name, train.py method, the row's own settings): the paper's rows, in its order. The diffusion rows'
 # steps buy about the seconds a DMD row spends after the teacher (ODE pairs 118 s + ODE init 160 x 0.40 s + DMD
 # 200 x 0.28-0.35 s, about 245 s on 2 cores): a teacher-forcing step costs 0.42 s ([clean | noisy] doubles the
 # sequence), a diffusion-forcing step 0.20 s. The table reports every row's measured training seconds.
-ROWS = [("teacher forcing", "teacher_forcing", 3, ["--diffusion_iters=590"]),
-        ("diffusion forcing", "diffusion_forcing", 3, ["--diffusion_iters=1250"]),
-        ("TF + DMD", "tf_dmd", 3, []), ("DF + DMD", "df_dmd", 3, []), ("Self Forcing", "self_forcing", 3, [])]
+ROWS = [("teacher forcing", "teacher_forcing", ["--diffusion_iters=590"]),
+        ("diffusion forcing", "diffusion_forcing", ["--diffusion_iters=1250"]),
+        ("TF + DMD", "tf_dmd", []), ("DF + DMD", "df_dmd", []), ("Self Forcing", "self_forcing", [])]
+SEEDS = 3   # per row (one seed's score on 64 videos moves by about 6 points; README, "The paper's ablation")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -126,7 +127,7 @@ def table(results, settings):
     lines = ["| setting | method | seeds | " + " | ".join(c for c, _, _ in cols) + " |",
              "|" + " --- |" * (len(cols) + 3)]
     for setting in settings:
-        for name, _, _, _ in ROWS:
+        for name, _, _ in ROWS:
             runs = results[setting][name]
             cells = []
             for _, fmt, get in cols:
@@ -154,8 +155,8 @@ def train_rows(args, settings):
     for setting in settings:
         K = SETTINGS[setting]
         init_dir = None                                  # the setting's first DMD row trains the shared ODE init
-        for name, method, n_seeds, own in sorted(ROWS, key=lambda r: r[1] != "self_forcing"):
-            for seed in range(args.seeds or n_seeds):
+        for name, method, own in sorted(ROWS, key=lambda r: r[1] != "self_forcing"):
+            for seed in range(args.seeds or SEEDS):
                 d = os.path.join(args.out_dir, f"{setting}_{method}_seed{seed}")
                 dmd = method not in ("teacher_forcing", "diffusion_forcing")
                 copy_in(shared, d, ["teacher.pt"] + (["ode_pairs.pt"] if dmd else []))
