@@ -14,6 +14,8 @@ What it measures (B = 1 for sampling except the --batch rows, each stage's own b
                            call, per video: how much of batch 1's time is the fixed cost of each small operation
   training iterations      one iteration of each stage; Self Forcing's (one critic step, and one generator step
                            every dfake_gen_update_ratio) against a teacher-forcing step (the ablation's baseline)
+  small matmuls            one q/k/v projection timed at a student call's token count and at a teacher call's,
+                           and their ratio: small products run slower per FLOP, part of batch 1's cost
   FLOP/s                   the teacher's training step: FLOPs counted by torch's FlopCounterMode (matmuls and
                            attention, forward + backward) over its median time, against this machine's ceiling,
                            measured here with a large float32 matrix product (its fastest of 20)
@@ -54,6 +56,17 @@ def matmul_ceiling(n=1024, repeats=20):
     neighbour was busy for part of them)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     return 2 * n ** 3 / min(median_seconds(lambda: a @ b, 1) for _ in range(repeats))   # each after a warm-up
+
+
+def linear_rate(layer, rows, repeats=20):
+    """FLOP/s of one of the model's own linear layers on `rows` tokens (its fastest of `repeats`): the matrix
+    products at the size a sampler's calls give them. The student's calls at batch 1 hold 16-48 tokens, the
+    teacher's CFG calls 2 x 192: the same weights run at different speeds on a CPU's BLAS, which is part of why the
+    student's batch-1 ratios fall short of the ratio of the work done."""
+    x = torch.randn(rows, layer.in_features)
+    with torch.inference_mode():
+        seconds = min(median_seconds(lambda: layer(x), 5) for _ in range(repeats))
+    return 2 * rows * layer.in_features * layer.out_features / seconds
 
 
 def load_models(args):
@@ -250,6 +263,11 @@ def main(argv=None):
         f"{achieved / 1e9:.4g} vs {ceiling / 1e9:.4g} GFLOP/s ({flops / 1e9:.1f} GFLOP/step)",
         f"{100 * achieved / ceiling:.0f}%")
     rows["peak memory, training (process)"] = (f"{peak_rss_mb():.0f} MB", "")
+    # the first block's q/k/v projection at the token counts of the samplers' calls (batch 1)
+    N, K, F_ = student.cfg.tokens_per_frame, config["chunk"], config["num_frames"]
+    small, large = (linear_rate(student.blocks[0].qkv, r) for r in (K * N, 2 * F_ * N))
+    rows[f"q/k/v matmul on {K * N} tokens (a student call) vs {2 * F_ * N} (a teacher CFG call)"] = (
+        f"{small / 1e9:.4g} vs {large / 1e9:.4g} GFLOP/s", f"{small / large:.2f}x")
     width = max(len(k) for k in rows)
     for name, (value, ratio) in rows.items():
         print(f"{name:<{width}}  {value:>34}  {ratio:>8}")

@@ -19,6 +19,10 @@ def test_bench_table_on_fresh_micro_weights(capsys):
     flops = rows["teacher step: counted FLOPs / time vs matmul ceiling"]
     achieved, ceiling = (float(x) for x in re.findall(r"([\d.]+) (?:vs|GFLOP/s)", flops[0])[:2])
     assert achieved > 0 and ceiling > 0
+    (name, (rates, ratio)), = [(k, v) for k, v in rows.items() if k.startswith("q/k/v matmul")]
+    small, large = (float(x) for x in re.findall(r"([\d.]+) (?:vs|GFLOP/s)", rates)[:2])
+    assert small > 0 and large > 0, (name, rates)
+    assert abs(float(ratio.rstrip("x")) - small / large) < 0.01 + 0.01 * small / large, (name, rates, ratio)
 
 
 def test_bench_errors_are_one_line(tmp_path):
