@@ -19,6 +19,9 @@ def test_bench_table_on_fresh_micro_weights(capsys):
     flops = rows["teacher step: counted FLOPs / time vs matmul ceiling"]
     achieved, ceiling = (float(x) for x in re.findall(r"([\d.]+) (?:vs|GFLOP/s)", flops[0])[:2])
     assert achieved > 0 and ceiling > 0
+    start, end = (float(x) for x in re.search(r"ceiling at start / end ([\d.]+) / ([\d.]+)", flops[0]).groups())
+    assert ceiling == max(start, end), ("the share is taken of the faster ceiling", flops)
+    assert abs(float(flops[1].rstrip("%")) - 100 * achieved / ceiling) <= 1, flops
     (name, (rates, ratio)), = [(k, v) for k, v in rows.items() if k.startswith("q/k/v matmul")]
     small, large = (float(x) for x in re.findall(r"([\d.]+) (?:vs|GFLOP/s)", rates)[:2])
     assert small > 0 and large > 0, (name, rates)
