@@ -236,7 +236,7 @@ def main(argv=None):
           f"{config['resolution']}, {config['num_frames']} frames, chunk {config['chunk']}, "
           f"{teacher.num_params():,} parameters; medians of {args.repeats}")
     rows = {}
-    ceiling = matmul_ceiling()
+    first_ceiling = matmul_ceiling()
     peak_rss_mb(reset=True)
     rows.update(sampling_rows(teacher, student, config, args.repeats))
     rows["peak memory, sampling (process)"] = (f"{peak_rss_mb():.0f} MB", "")
@@ -262,7 +262,7 @@ def main(argv=None):
     # the ceiling once more, after the timings: a neighbour busy during the first measurement made it a low
     # ceiling (103 against 164-194 GFLOP/s on the same machine) and the step's share look high; the faster of the
     # two can only make the share smaller
-    ceilings = (ceiling, matmul_ceiling())
+    ceilings = (first_ceiling, matmul_ceiling())
     ceiling = max(ceilings)
     # 4 significant digits: a micro config on a busy machine does well under 0.1 GFLOP/s, which .1f printed as 0.0
     rows["teacher step: counted FLOPs / time vs matmul ceiling"] = (
