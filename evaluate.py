@@ -148,8 +148,10 @@ def motion_steps(videos, prompts):
       turn_deg   per turn i (step i -> step i + 1), the mean signed change of heading over the orbit videos, in
                  degrees, + = clockwise on screen (y points down), with the asked way's sign made positive:
                  the truth turns +15-30 degrees every step; a model that moves orbits straight turns about 0
+      turn_agree per turn i, the share of orbit videos that turn the asked way there (the truth: 1; a model that
+                 turns as much one way as the other: about 0.5, whatever the size of its turns)
     A frame without an object has no centre to follow; the tiny run's models draw one in every frame."""
-    steps, turns = [], []
+    steps, turns = [], []                                                       # per video (F - 1,) / (F - 2,)
     for v, p in zip(videos, prompts):
         motion = toydata.parse_prompt(p).get("motion")
         if motion is None:
@@ -164,6 +166,7 @@ def motion_steps(videos, prompts):
             turns.append(turn.rad2deg() * (1 if motion == "clockwise" else -1))   # asked way positive
     return {"step_px": torch.stack(steps).median(0).values.tolist() if steps else [],
             "turn_deg": torch.stack(turns).mean(0).tolist() if turns else [],
+            "turn_agree": (torch.stack(turns) > 0).float().mean(0).tolist() if turns else [],
             "straight_videos": len(steps), "orbit_videos": len(turns)}
 
 
@@ -531,6 +534,27 @@ def prompt_sensitivity(model, prompt, other, sigmas=(0.5, 0.8, 0.95, 1.0), n=16,
         x_t = add_noise(x0, eps, sigma)
         out[s] = (model(x_t, 1000 * sigma, a) - model(x_t, 1000 * sigma, b))[:, context:].pow(2).mean().item()
     return out
+
+
+def word_visibility(prompt, other, n=1000, frames=3, resolution=32, other_first_seed=0):
+    """How much does a word decide, ON AVERAGE, in what the first frames look like once the body's place is known?
+    The ground truth alone, no model: n videos of each prompt (seeds 0..n-1; `other` from other_first_seed on),
+    each rolled on the torus so that its body's frame-0 centre (the oracle's) sits mid-frame, then averaged per
+    prompt. Returns, per frame, the RMS difference of the two averages (pixel range 2). That average is the best x0
+    prediction of a model that knows where the body is and nothing else, as the teacher does early in sampling a
+    first frame; where the two averages agree, the word cannot change its prediction (whatever it changes in a
+    single video), and the x0 loss gives the word no reason to be read. Sampling error of the averages: the same
+    prompt against itself with other_first_seed=n."""
+    assert n >= 1 and frames >= 1, f"need n >= 1 and frames >= 1, got {n}, {frames}"
+    means = []
+    for p, first in ((prompt, 0), (other, other_first_seed)):
+        videos = toydata.render_batch([p] * n, list(range(first, first + n)), frames, resolution)   # (n, F, C, H, W)
+        rolled = []
+        for v in videos:
+            cx, cy = toydata.object_centres(v[:1])                                  # (1,), (1,): frame 0's body
+            rolled.append(v.roll((resolution // 2 - int(cy), resolution // 2 - int(cx)), (-2, -1)))
+        means.append(torch.stack(rolled).mean(0))                                   # (F, C, H, W)
+    return (means[0] - means[1]).pow(2).mean((1, 2, 3)).sqrt().tolist()            # (F,) RMS over pixels
 
 
 @torch.no_grad()

@@ -281,6 +281,19 @@ def test_prompt_sensitivity_is_zero_for_the_same_prompt_and_positive_for_another
     assert sum(ctx.values()) > 0 and ctx != other, (ctx, other)
 
 
+def test_word_visibility_sees_which_side_the_trail_is_on_and_not_the_rotation_sense():
+    from evaluate import word_visibility
+    p = "A white circle moving from left to right"
+    assert word_visibility(p, p, n=20) == [0.0, 0.0, 0.0]                      # the same videos: nothing differs
+    floor = word_visibility(p, p, n=200, other_first_seed=200)                 # other seeds: sampling error only
+    lr = word_visibility(p, "A white circle moving from right to left", n=200)
+    assert all(d > 3 * f for d, f in zip(lr, floor)), (lr, floor)             # the trail's side, the body's step
+    # an orbit may start anywhere on its circle, so next to the body the two senses look alike on average
+    cw = word_visibility("A white circle moving clockwise", "A white circle moving counter-clockwise", n=200)
+    assert all(d < 0.25 * x for d, x in zip(cw, lr)), (cw, lr)
+    assert len(word_visibility(p, p, n=2, frames=5)) == 5
+
+
 def test_confusion_counts_what_the_oracle_reads():
     from evaluate import confusion
     import toydata
@@ -328,6 +341,10 @@ def test_motion_steps_sees_even_steps_turns_and_a_chunk_stutter():
     # played backwards: every orbit turns the other way, straight lines step as far
     back = motion_steps(truth.flip(1), prompts)
     assert all(-31 < t < -14 for t in back["turn_deg"]) and back["step_px"] == pytest.approx(got["step_px"][::-1])
+    assert got["turn_agree"] == [1.0] * 10 and back["turn_agree"] == [0.0] * 10, (got, back)
+    # half the orbits played backwards: half of them turn the asked way at every turn
+    half = torch.cat([truth[:len(straight) + 4], truth[len(straight) + 4:].flip(1)])
+    assert motion_steps(half, prompts)["turn_agree"] == [0.5] * 10
     # each chunk of 3 frames holds its first frame: no move inside a chunk, the whole chunk's move across the seam
     stutter = truth[:, [0, 0, 0, 3, 3, 3, 6, 6, 6, 9, 9, 9]]
     steps = motion_steps(stutter, prompts)["step_px"]
