@@ -164,9 +164,10 @@ def motion_steps(videos, prompts):
             heading = torch.atan2(d[:, 1], d[:, 0])                             # (F - 1,) radians
             turn = torch.remainder(heading.diff() + math.pi, 2 * math.pi) - math.pi   # (F - 2,) in [-pi, pi)
             turns.append(turn.rad2deg() * (1 if motion == "clockwise" else -1))   # asked way positive
+    turns = torch.stack(turns) if turns else torch.zeros(0, 0)                   # (orbit videos, F - 2)
     return {"step_px": torch.stack(steps).median(0).values.tolist() if steps else [],
-            "turn_deg": torch.stack(turns).mean(0).tolist() if turns else [],
-            "turn_agree": (torch.stack(turns) > 0).float().mean(0).tolist() if turns else [],
+            "turn_deg": turns.mean(0).tolist() if len(turns) else [],
+            "turn_agree": (turns > 0).float().mean(0).tolist() if len(turns) else [],
             "straight_videos": len(steps), "orbit_videos": len(turns)}
 
 
