@@ -550,10 +550,9 @@ def word_visibility(prompt, other, n=1000, frames=3, resolution=32, other_first_
     means = []
     for p, first in ((prompt, 0), (other, other_first_seed)):
         videos = toydata.render_batch([p] * n, list(range(first, first + n)), frames, resolution)   # (n, F, C, H, W)
-        rolled = []
-        for v in videos:
-            cx, cy = toydata.object_centres(v[:1])                                  # (1,), (1,): frame 0's body
-            rolled.append(v.roll((resolution // 2 - int(cy), resolution // 2 - int(cx)), (-2, -1)))
+        cx, cy = toydata.object_centres(videos[:, 0])                  # (n,), (n,): each video's frame-0 body
+        rolled = [v.roll((resolution // 2 - int(y), resolution // 2 - int(x)), (-2, -1))   # body to mid-frame
+                  for v, x, y in zip(videos, cx, cy)]
         means.append(torch.stack(rolled).mean(0))                                   # (F, C, H, W)
     return (means[0] - means[1]).pow(2).mean((1, 2, 3)).sqrt().tolist()            # (F,) RMS over pixels
 
