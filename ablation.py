@@ -30,7 +30,7 @@ import torch
 
 import toydata
 from evaluate import (TOY_CLIP_TRAINING, continue_videos, evaluate_videos, late_window_adherence, median_seconds,
-                      toy_clip)
+                      toy_clip, toy_clip_name)
 from plot import drift_curves, plot_ablation
 from sample import generate, load_model
 
@@ -175,8 +175,8 @@ def evaluate_rows(args, rows, pairs_s):
     """Every row on the same held-out prompts, seeds and judge; plus the ground truth's drift curve (the ceiling)."""
     cfg = load_model(os.path.join(args.out_dir, "shared"), "teacher")[1]
     Fr, res = cfg["num_frames"], cfg["resolution"]
-    judge = toy_clip(os.path.join(os.path.dirname(os.path.abspath(args.out_dir)), f"toyclip_{res}px_{Fr}f.pt"),
-                     Fr, res, steps=args.clip_steps)
+    judge = toy_clip(os.path.join(os.path.dirname(os.path.abspath(args.out_dir)), toy_clip_name(Fr, res)), Fr, res,
+                     steps=args.clip_steps)
     prompts, seeds = toydata.eval_set(args.videos, Fr, res)
     truth = toydata.render_batch(prompts, seeds, Fr, res)
     results = {}

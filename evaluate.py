@@ -369,6 +369,13 @@ def world_fingerprint(frames, resolution):
     return toydata.render_batch(prompts, list(range(len(prompts))), frames, resolution).mean((1, 2, 3, 4)).tolist()
 
 
+def toy_clip_name(frames, resolution):
+    """The cached judge's file name for this world: the default world's is toyclip_<res>px_<frames>f.pt; a run whose
+    orbits start near the top (train.py orbit_start_deg) gets its own file, so two runs do not retrain it in turn."""
+    world = "" if toydata.ORBIT_START_DEG >= 180 else f"_orbits{toydata.ORBIT_START_DEG:g}"
+    return f"toyclip_{resolution}px_{frames}f{world}.pt"
+
+
 def toy_clip(path, frames, resolution, progress=True, **training):
     """The toy CLIP judge for `frames`-frame videos at `resolution`: read from `path` if it holds one for this world,
     else trained (train_toy_clip with TOY_CLIP_TRAINING, overridable) and written there (temp file + rename)."""
@@ -485,7 +492,7 @@ def evaluate_videos(videos, prompts, metrics=("oracle", "clip_score", "frame_con
         out["oracle"] = oracle_scores(videos, prompts)
         out["oracle_windows"] = window_curve(videos, prompts, window=min(3, Fr))
     if "clip_score" in metrics or "frame_consistency" in metrics:
-        judge = judge or toy_clip(os.path.join(HERE, "out", f"toyclip_{H}px_{Fr}f.pt"), Fr, H)
+        judge = judge or toy_clip(os.path.join(HERE, "out", toy_clip_name(Fr, H)), Fr, H)
         if "clip_score" in metrics:
             out["clip_score"] = clip_scores(judge, videos, prompts).mean().item()
         if "frame_consistency" in metrics:
@@ -668,7 +675,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="repeats per timing; the median is reported")
     ap.add_argument("--clip", help="a pretrained CLIP folder on this machine, to judge with instead of the toy CLIP")
     ap.add_argument("--toy_clip", help="the toy CLIP file, trained there if missing "
-                                       "(default: <out_dir>/../toyclip_<res>px_<frames>f.pt)")
+                                       "(default: <out_dir>/../toyclip_<res>px_<frames>f.pt, _orbits<deg> added for "
+                                       "a run with orbit_start_deg)")
     ap.add_argument("--clip_steps", type=int, default=TOY_CLIP_TRAINING["steps"], help="toy CLIP training steps")
     args = ap.parse_args(argv)
     try:
@@ -676,8 +684,7 @@ def main(argv=None):
             raise ValueError("--videos, --repeats and --clip_steps must be at least 1")
         loaded = {m: load_model(args.out_dir, m) for m in MODELS}
         Fr, res, K = (loaded["self_forcing"][1][k] for k in ("num_frames", "resolution", "chunk"))
-        path = args.toy_clip or os.path.join(os.path.dirname(os.path.abspath(args.out_dir)),
-                                             f"toyclip_{res}px_{Fr}f.pt")
+        path = args.toy_clip or os.path.join(os.path.dirname(os.path.abspath(args.out_dir)), toy_clip_name(Fr, res))
         if not args.clip and not os.path.exists(path):
             print(f"training the toy CLIP judge once ({args.clip_steps} steps) into {path}", file=sys.stderr)
         judge = pretrained_clip(args.clip) if args.clip else toy_clip(path, Fr, res, steps=args.clip_steps)

@@ -126,6 +126,9 @@ def load_model(out_dir, which="self_forcing", device="cpu"):
         raise SampleError(f"{path} does not fit this model.py ({problem}): it was trained with another version; "
                           f"retrain, or sample with the code it was trained with")
     model.load_state_dict(state)
+    # the world the run learned (train.py's orbit_start_deg; older checkpoints: 180, anywhere), so that ground truth
+    # rendered beside its samples (evaluate.py, plot.py) is drawn from that world and not the default one
+    toydata.ORBIT_START_DEG = float(ck["config"].get("orbit_start_deg", 180.0))
     return model.to(device).eval(), ck["config"]
 
 

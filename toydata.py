@@ -71,6 +71,11 @@ TRAIL = (0.3, 0.2, 0.1)          # brightness of the faint copies where the obje
                                  # prompt's direction changed its predictions by nothing measurable. All copies
                                  # stay below FG_THRESHOLD, so the oracle reads the body alone.
 ORBIT_SPEED_DEG = (15.0, 30.0)   # angular speed per frame
+ORBIT_START_DEG = 180.0          # an orbit starts within this many degrees of the top of its circle; 180: at any
+                                 # angle (the default world). Started anywhere, the mean of all "clockwise" videos
+                                 # is the mean of all "counter-clockwise" ones, so a denoiser learns the word only
+                                 # late in denoising; 30 makes clockwise first go right and counter-clockwise left
+                                 # (train.py's orbit_start_deg sets this; config/orbits_top.py, README)
 TRANSITION_FRAMES = 12           # a colour transition reaches its target colour by this frame, then holds it
 MAX_TEXT_LEN = 12                # token slots per prompt (the longest prompt has 8 words)
 EVAL_SEED_OFFSET = 10**9         # training seeds are < this; held-out evaluation seeds are >= this
@@ -194,6 +199,15 @@ def tokenize(prompts, max_len=MAX_TEXT_LEN):
 # is clamp(0.5 - sd, 0, 1): 1 inside, 0 outside, a linear ramp over the 1-pixel band across the edge.
 # That is cheap anti-aliasing, and it makes sub-pixel motion visible, which a model needs to learn speed.
 
+def _orbit_start(u):
+    """An orbit's start angle from a uniform draw u in [0, 1): anywhere (ORBIT_START_DEG 180, drawn as 2 pi u, as
+    the default world always was), else within ORBIT_START_DEG of the top, which is angle -pi/2 (y points down)."""
+    assert 0 <= ORBIT_START_DEG <= 180, f"ORBIT_START_DEG must lie in [0, 180], got {ORBIT_START_DEG}"
+    if ORBIT_START_DEG >= 180:
+        return 2 * math.pi * u
+    return -math.pi / 2 + math.radians(ORBIT_START_DEG) * (2 * u - 1)
+
+
 def _sample_params(prompt, seed):
     """The random parameters of one video, drawn from a generator seeded with `seed` alone: a video's
     frames are a function of (prompt, seed), independent of the batch it is rendered in and of num_frames.
@@ -203,7 +217,7 @@ def _sample_params(prompt, seed):
     a = parse_prompt(prompt)
     p = dict(transition=0.0, reach=1.0, shape=0, radius=lerp(OBJECT_RADIUS, u[0]),
              x0=u[1], y0=u[2], vx=0.0, vy=0.0,                     # straight line from anywhere on the torus
-             orbit=0.0, phase=2 * math.pi * u[3], omega=0.0)       # or an orbit from any start angle
+             orbit=0.0, phase=_orbit_start(u[3]), omega=0.0)       # or an orbit round (x0, y0)
     if a["scene"] == "transition":
         # colour_from at frame 0, colour_to from frame `reach` (at most TRANSITION_FRAMES - 1) on
         return dict(p, transition=1.0, colour=COLOURS[a["colour_from"]], colour_to=COLOURS[a["colour_to"]],

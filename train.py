@@ -54,6 +54,8 @@ stop_after = ""              # "stage:N" exits after iteration N of that stage, 
 resolution = 32
 num_frames = 12              # training length F
 chunk = 3                    # K frames per autoregressive chunk (1 = frame-wise)
+orbit_start_deg = 180.0      # an orbit starts within this many degrees of the top of its circle (toydata's
+                             # ORBIT_START_DEG); 180: anywhere, the default world. 30: config/orbits_top.py (README)
 # model (the same architecture serves teacher, critic and student)
 patch = 8
 width = 128
@@ -120,6 +122,7 @@ def main():
         sys.exit(f"error: {e}")
     config = {k: v for k, v in globals().items() if k in _CONFIG_KEYS}
     check_config(config)
+    toydata.ORBIT_START_DEG = float(orbit_start_deg)  # the world every stage draws its videos from
     dev = pick_device(device)
     if "RANK" in os.environ:  # launched by torchrun: one process per device, as in nanoGPT
         dev = setup_ddp(dev)
@@ -186,6 +189,8 @@ def check_config(c):
         problems.append(f"num_frames {c['num_frames']} is not divisible by teacher_chunk {c['teacher_chunk']}")
     if c["teacher_steps"] % 4:
         problems.append(f"teacher_steps {c['teacher_steps']} must be a multiple of 4 (student sigmas on its grid)")
+    if not 0 <= c["orbit_start_deg"] <= 180:
+        problems.append(f"orbit_start_deg must lie in [0, 180], got {c['orbit_start_deg']}")
     if c["shift"] <= 0:
         problems.append(f"shift must be > 0, got {c['shift']}")
     if problems:
