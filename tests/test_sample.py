@@ -1,10 +1,12 @@
 """sample.py: the CLI writes videos and reports speed; the KV cache changes nothing but speed; errors are one line."""
 import os
+import shutil
 
 import torch
 
 from conftest import run_py
-from sample import generate_video
+import toydata
+from sample import generate_video, load_model
 
 PROMPT = "A red circle moving from left to right"
 
@@ -81,3 +83,21 @@ def test_teacher_order_reads_the_checkpoint_config():
     from sample import teacher_order
     assert teacher_order({"chunk": 3, "teacher_chunk": 0, "teacher_first_frame": True}) == dict(chunk=3, first_frame=True)
     assert teacher_order({"chunk": 1, "teacher_chunk": 3}) == dict(chunk=3, first_frame=False)   # saved before the key
+
+
+def test_loading_a_run_restores_its_world(micro_run, tmp_path):
+    """A run trained with orbit_start_deg draws its ground truth from that world in evaluate.py and plot.py:
+    load_model sets toydata.ORBIT_START_DEG from the checkpoint, and back to 180 for a default-world run."""
+    out, _ = micro_run
+    path = os.path.join(tmp_path, "self_forcing.pt")
+    shutil.copy(os.path.join(out, "self_forcing.pt"), path)
+    ck = torch.load(path, weights_only=True)
+    ck["config"]["orbit_start_deg"] = 30.0
+    torch.save(ck, path)
+    try:
+        load_model(str(tmp_path))
+        assert toydata.ORBIT_START_DEG == 30.0
+        load_model(out)
+        assert toydata.ORBIT_START_DEG == 180.0
+    finally:
+        toydata.ORBIT_START_DEG = 180.0

@@ -132,6 +132,37 @@ def test_clockwise_is_clockwise_on_screen():
         assert sign * (y1 - y0) > 1.0, f"{motion}: from ({x0:.1f}, {y0:.1f}) the object went to ({x1:.1f}, {y1:.1f})"
 
 
+def test_orbits_can_start_near_the_top(monkeypatch):
+    """ORBIT_START_DEG (train.py orbit_start_deg): at 30, every orbit starts within 30 degrees of the top of its
+    circle, so clockwise first goes right and counter-clockwise left, and the oracle still reads every video; at 180,
+    the default, orbits start all round (about half of the clockwise ones first go left), as the world always was."""
+    seeds = list(range(120))
+    for motion, sign in [("clockwise", 1), ("counter-clockwise", -1)]:
+        prompt = f"A white circle moving {motion}"
+        def first_steps():
+            videos = T.render_batch([prompt] * len(seeds), seeds, 12, 32)            # (120, 12, 3, 32, 32)
+            dx = []
+            for v in videos:
+                cx, _ = T.object_centres(v)                                         # (12,) pixels
+                dx.append(float(T.torus_delta(cx[1] - cx[0], 32)))
+            return torch.tensor(dx), videos                                        # (120,) first step along x
+        default = [T._sample_params(prompt, s)["phase"] for s in seeds]
+        dx, _ = first_steps()
+        assert 0.3 < (sign * dx > 0).float().mean() < 0.7, f"{motion}: anywhere should go either way first"
+        monkeypatch.setattr(T, "ORBIT_START_DEG", 30.0)
+        phases = torch.tensor([T._sample_params(prompt, s)["phase"] for s in seeds])
+        assert (phases + math.pi / 2).abs().max() <= math.radians(30.0) + 1e-9, "an orbit started off the top"
+        dx, videos = first_steps()
+        assert (sign * dx > 0).all(), f"{motion} near the top went the wrong way first: {dx[sign * dx <= 0]}"
+        assert all(T.adherence(v, prompt)["all"] for v in videos), "the oracle misread a near-top orbit"
+        monkeypatch.setattr(T, "ORBIT_START_DEG", 180.0)
+        assert [T._sample_params(prompt, s)["phase"] for s in seeds] == default, "180 must be the default world"
+        monkeypatch.setattr(T, "ORBIT_START_DEG", 200.0)
+        with pytest.raises(AssertionError, match="ORBIT_START_DEG must lie in"):
+            T._sample_params(prompt, 0)
+        monkeypatch.undo()
+
+
 def test_oracle_reads_a_hand_drawn_orbit():
     """Independent of the renderer: a disc drawn by hand at angles 0, 20, 40, ... degrees with y down."""
     yy, xx = torch.meshgrid(torch.arange(32) + 0.5, torch.arange(32) + 0.5, indexing="ij")

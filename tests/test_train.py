@@ -60,6 +60,8 @@ def test_bad_config_is_one_clear_line(tmp_path):
     assert "Traceback" not in r.stderr
     r = run_py("train.py", "config/micro.py", f"--out_dir={tmp_path}", "--num_frames=7")
     assert r.returncode != 0 and "not divisible by chunk" in r.stderr and "Traceback" not in r.stderr
+    r = run_py("train.py", "config/micro.py", f"--out_dir={tmp_path}", "--orbit_start_deg=200")
+    assert r.returncode != 0 and "orbit_start_deg must lie in [0, 180], got 200" in r.stderr, r.stderr[-500:]
     r = run_py("train.py", "config/nope.py")
     assert r.returncode != 0 and "config file not found" in r.stderr
 
