@@ -2,11 +2,12 @@
 import os
 import shutil
 
+import pytest
 import torch
 
 from conftest import run_py
 import toydata
-from sample import generate_video, load_model
+from sample import SampleError, generate_video, load_model
 
 PROMPT = "A red circle moving from left to right"
 
@@ -99,5 +100,9 @@ def test_loading_a_run_restores_its_world(micro_run, tmp_path):
         assert toydata.ORBIT_START_DEG == 30.0
         load_model(out)
         assert toydata.ORBIT_START_DEG == 180.0
+        ck["config"]["orbit_start_deg"] = 200.0                                  # not a world train.py makes
+        torch.save(ck, path)
+        with pytest.raises(SampleError, match="orbit_start_deg 200.0"):
+            load_model(str(tmp_path))
     finally:
         toydata.ORBIT_START_DEG = 180.0
