@@ -64,8 +64,10 @@ heads = 4
 text_depth = 2
 # flow matching: ONE timestep shift, used by the teacher, the ODE pairs, the student's steps, DMD and sampling
 shift = 3.0
-guidance = 3.0               # CFG scale, standard form uncond + g (cond - uncond) (official code's g' = g - 1);
-                             # the teacher's samples: all-correct 23% at 4, 32% at 3, 28% at 2 (README)
+guidance = 1.5               # CFG scale, standard form uncond + g (cond - uncond) (official code's g' = g - 1);
+                             # it sets the teacher's samples, the ODE pairs and DMD's real score. With the word code
+                             # a strong push rounds the squares: same teacher, 64 held-out, all-correct 51.6% at 3,
+                             # 59.4% at 2, 62.5% at 1.5, and students made at 1.5 gain more still (README)
 teacher_steps = 12           # Euler steps of the teacher sampler; a multiple of 4 puts the student's sigmas on its grid
 # stage 1: teacher
 teacher_iters = 2800         # about 0.2 s a step on 2 cores; the whole tiny run must stay under 15 min
