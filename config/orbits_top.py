@@ -2,7 +2,9 @@
 # their circle, so "clockwise" first goes right and "counter-clockwise" left. Started anywhere (the default world),
 # the two words draw the same average video and the teachers here turn few of their own samples the asked way. 34-37
 # min on the slower 2-core machine, two runs: teacher 67.2 and 65.6%, Self Forcing 68.8 and 56.2% on evaluate.py's 64,
-# orbits 28 and 32 of 48 from the teacher (README, "Orbits near the top, with the longer teacher").
+# orbits 28 and 32 of 48 from the teacher (README, "Orbits near the top, with the longer teacher"). Those runs
+# sampled at guidance 3; run 2's teacher with students made at 1.5 (the default now): teacher 71.9% (at 1.5), ODE init
+# 68.8%, Self Forcing 70.3% (README, "The guidance scale, again").
 out_dir = "out/orbits_top"
 teacher_iters = 6000
 eval_interval = 1000
