@@ -129,7 +129,7 @@ def load_model(out_dir, which="self_forcing", device="cpu"):
     # the world the run learned (train.py's orbit_start_deg; older checkpoints: 180, anywhere), so that ground truth
     # rendered beside its samples (evaluate.py, plot.py) is drawn from that world and not the default one
     start = ck["config"].get("orbit_start_deg", 180.0)
-    if not (isinstance(start, (int, float)) and 0 <= start <= 180):
+    if not toydata.orbit_start_ok(start):
         raise SampleError(f"{path} holds orbit_start_deg {start!r}; train.py allows 0 to 180")
     toydata.ORBIT_START_DEG = float(start)
     return model.to(device).eval(), ck["config"]

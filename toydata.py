@@ -199,10 +199,16 @@ def tokenize(prompts, max_len=MAX_TEXT_LEN):
 # is clamp(0.5 - sd, 0, 1): 1 inside, 0 outside, a linear ramp over the 1-pixel band across the edge.
 # That is cheap anti-aliasing, and it makes sub-pixel motion visible, which a model needs to learn speed.
 
+def orbit_start_ok(deg):
+    """The one rule for ORBIT_START_DEG, checked where a value comes in (train.py's config, a checkpoint in
+    sample.load_model) and before rendering: a number (not a bool) in [0, 180]."""
+    return isinstance(deg, (int, float)) and not isinstance(deg, bool) and 0 <= deg <= 180
+
+
 def _orbit_start(u):
     """An orbit's start angle from a uniform draw u in [0, 1): anywhere (ORBIT_START_DEG 180, drawn as 2 pi u, as
     the default world always was), else within ORBIT_START_DEG of the top, which is angle -pi/2 (y points down)."""
-    assert 0 <= ORBIT_START_DEG <= 180, f"ORBIT_START_DEG must lie in [0, 180], got {ORBIT_START_DEG}"
+    assert orbit_start_ok(ORBIT_START_DEG), f"ORBIT_START_DEG must lie in [0, 180], got {ORBIT_START_DEG}"
     if ORBIT_START_DEG >= 180:
         return 2 * math.pi * u
     return -math.pi / 2 + math.radians(ORBIT_START_DEG) * (2 * u - 1)

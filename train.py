@@ -191,7 +191,7 @@ def check_config(c):
         problems.append(f"num_frames {c['num_frames']} is not divisible by teacher_chunk {c['teacher_chunk']}")
     if c["teacher_steps"] % 4:
         problems.append(f"teacher_steps {c['teacher_steps']} must be a multiple of 4 (student sigmas on its grid)")
-    if not 0 <= c["orbit_start_deg"] <= 180:
+    if not toydata.orbit_start_ok(c["orbit_start_deg"]):
         problems.append(f"orbit_start_deg must lie in [0, 180], got {c['orbit_start_deg']}")
     if c["shift"] <= 0:
         problems.append(f"shift must be > 0, got {c['shift']}")
