@@ -90,7 +90,7 @@ ode_pairs = 192              # videos sampled by the teacher (stored in float16)
                              # 96 left the students 9 points below the teacher (the shapes), 192 about 3 (README)
 # stage 3: causal ODE init
 ode_iters = 160              # 480 wins back the students' colour transitions (ODE inits miss 6 of 168 instead of 30,
-                             # three seeds) and moves nothing else, for 3.5-7 more minutes (README)
+                             # three seeds) and moves nothing else measurable, for 3.5-7 more minutes (README)
 ode_batch = 16
 ode_lr = 3e-4
 # stage 4: Self Forcing (DMD)
