@@ -760,7 +760,8 @@ def train_ode_init(config, teacher, pairs, dev):
         update("ode_init", it, loss, student, opt)
         if it % log_interval == 0 or it == ode_iters - 1:
             log("ode_init", it, loss=loss.item(), lr=opt.param_groups[0]["lr"], elapsed=time.time() - t0)
-        checkpoint("ode_init", it, ode_iters, state)
+        # the check samples the student as it trains (no EMA in this stage; no dropout, so train mode samples alike)
+        after_iteration("ode_init", it, start, ode_iters, state, lambda: student_sampler(student, dev), t0)
     finish_stage("ode_init", start, ode_iters, state, lambda: student_sampler(student.eval(), dev), t0)
     return student.train()
 

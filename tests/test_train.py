@@ -22,6 +22,22 @@ def test_micro_pipeline_runs_every_stage(micro_run):
     assert "oracle on" in r.stdout, "each stage should report its oracle check"
 
 
+def test_every_stage_checks_along_the_way_without_changing_its_training(micro_run, tmp_path):
+    # eval_interval asks each training stage for oracle checks between its iterations; they draw their own noise, so
+    # the weights come out as those of the run without them (micro_run), to the last bit
+    out = str(tmp_path)
+    r = run_py("train.py", "config/micro.py", f"--out_dir={out}", "--eval_interval=1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(os.path.join(out, "log.jsonl")) as f:
+        checks = [json.loads(line) for line in f if '"oracle"' in line]
+    for stage, total in (("teacher", 3), ("ode_init", 2), ("self_forcing", 3)):
+        inside = [c["iter"] for c in checks if c["stage"] == stage and c["iter"] < total]
+        assert inside, f"{stage}: no oracle check before its last iteration with --eval_interval=1 ({checks})"
+    for s in ("teacher", "ode_init", "self_forcing"):
+        a, b = (torch.load(os.path.join(d, f"{s}.pt"), weights_only=True)["model"] for d in (micro_run[0], out))
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{s}: the checks changed the trained weights"
+
+
 def test_ode_pairs_hold_the_student_timesteps(micro_run):
     out, _ = micro_run
     ck = torch.load(os.path.join(out, "ode_pairs.pt"), weights_only=True)
