@@ -100,6 +100,10 @@ gen_lr = 5e-4                # Adam moves each weight about lr a step, so 40 gen
                              # 0.1% and it scored what its ODE init did; at 5e-4 Self Forcing gained 6-11 points on
                              # the 64 held-out videos over its ODE init, two seeds (README, "The DMD stage at work")
 critic_lr = 2e-4
+dmd_stream = 0.0             # fraction of the videos that DMD and the critic noise in the teacher's streaming layout
+                             # (clean past, one noisy window, pure-noise future) instead of one level for the whole
+                             # clip (the paper's); 0.5 or 1 kept 9-10 orbits of 48 against 4-6 in the orbits-near-top
+                             # world and moved nothing else measurable (README, "DMD in the teacher's layout")
 dfake_gen_update_ratio = 5   # official value
 sf_ema_decay = 0.99
 grad_clip = 1.0
@@ -851,25 +855,49 @@ def cfg_x0(model, x_t, t, tokens, g):
     return uncond + g * (cond - uncond)
 
 
+def dmd_levels(B, gen, dev, clamp):
+    """Noise levels (B, F) for a DMD or critic step, and frame weights (B, F). The paper: one level per video, every
+    frame weighted. With dmd_stream, that fraction of the videos in the layout the teacher samples and trains in
+    (stream_layout): the generator's own frames before one window clean, the window at the level, the frames after
+    it pure noise, weighted as the teacher's loss weights them (sigma > 0: the clean past is context, not a target).
+    The tiny teacher reads a motion word mostly there: in the orbits-near-top world its x0 for "clockwise" and for
+    "counter-clockwise" differ by 6e-4 with every frame at sigma 1, by 0.1 with frame 0 clean (mean squared; README,
+    "DMD in the teacher's layout")."""
+    sigma = part(sample_sigma(world_size() * B, gen))                           # (B,) (the global batch's, sliced)
+    if clamp:
+        sigma = sigma.clamp(0.02, 0.98)
+    sigma = sigma[:, None].expand(B, num_frames)                                # (B, F)
+    if dmd_stream > 0:  # (no extra draws otherwise: the paper's runs keep their random numbers)
+        wins = torch.tensor(sampler_windows(num_frames, teacher_k(), first_frame=teacher_first_frame))  # (n, 2)
+        stream = part(torch.rand(world_size() * B, generator=gen)) < dmd_stream                       # (B,)
+        now, length = part(wins[torch.randint(len(wins), (world_size() * B,), generator=gen)]).unbind(1)
+        sigma = torch.where(stream[:, None], stream_layout(sigma, now, length), sigma)
+    return sigma.to(dev), (sigma > 0).float().to(dev)
+
+
 def dmd_loss(x, tokens, teacher, critic, gen, dev):
     """Distribution matching distillation (DMD) loss on a generated clip x (B, F, C, H, W) that carries grad.
 
     Noise x at one sigma per video; the real score (teacher, with CFG) and the fake score (critic, trained on the
     generator's own samples) each predict x0. Their difference, normalised per sample, is the gradient of the
     reverse KL between the generator's distribution and the teacher's: it pushes x toward what the teacher would
-    make of it and away from what the generator currently makes.
+    make of it and away from what the generator currently makes. (dmd_stream: some videos in the teacher's
+    streaming layout instead, the gradient and its normaliser on the weighted frames only; see dmd_levels.)
     """
     B = x.shape[0]
-    sigma = part(sample_sigma(world_size() * B, gen)).clamp(0.02, 0.98).to(dev)  # (B,) (the global batch's, sliced)
+    sigma, w = dmd_levels(B, gen, dev, clamp=True)                              # (B, F), (B, F)
     eps = randn_part(x.shape, gen).to(dev)
     with torch.no_grad():
         x_t = add_noise(x.detach(), eps, sigma)
-        t = (1000 * sigma)[:, None].expand(-1, num_frames)                      # (B, F)
+        t = 1000 * sigma                                                        # (B, F)
         with autocast(dev):
             real = cfg_x0(teacher, x_t, t, tokens, guidance)
             fake = critic(x_t, t, tokens, mode="bidirectional").float()
-        norm = (x.detach() - real).abs().mean(dim=(1, 2, 3, 4), keepdim=True)  # (B, 1, 1, 1, 1)
-        grad = (fake - real) / norm.clamp_min(1e-6)
+        w5 = w[:, :, None, None, None]                                          # (B, F, 1, 1, 1)
+        # mean |x - real| over the weighted frames (all of them: times 1.0 and F / F, the paper's mean exactly)
+        norm = ((x.detach() - real).abs() * w5).mean(dim=(1, 2, 3, 4), keepdim=True) \
+            * (num_frames / w.sum(1))[:, None, None, None, None]                # (B, 1, 1, 1, 1)
+        grad = (fake - real) * w5 / norm.clamp_min(1e-6)
     # d/dx of 0.5 * ||x - sg(x - grad)||^2 is exactly grad: the usual way to inject a custom gradient
     return 0.5 * F.mse_loss(x, (x - grad).detach())
 
@@ -877,12 +905,12 @@ def dmd_loss(x, tokens, teacher, critic, gen, dev):
 def critic_loss(critic, x, tokens, gen, dev):
     # the fake score learns the generator's current distribution with the same rectified-flow loss as the teacher
     B = x.shape[0]
-    sigma = part(sample_sigma(world_size() * B, gen)).to(dev)                   # (B,) (the global batch's, sliced)
+    sigma, w = dmd_levels(B, gen, dev, clamp=False)                             # (B, F), (B, F)
     eps = randn_part(x.shape, gen).to(dev)
-    t = (1000 * sigma)[:, None].expand(-1, num_frames)                          # (B, F)
     with autocast(dev):
-        pred = critic(add_noise(x, eps, sigma), t, tokens, mode="bidirectional")
-    return F.mse_loss(pred.float(), x)
+        pred = critic(add_noise(x, eps, sigma), 1000 * sigma, tokens, mode="bidirectional")
+    w5 = w[:, :, None, None, None]                                              # (B, F, 1, 1, 1)
+    return F.mse_loss(pred.float() * w5, x * w5) * (w.numel() / w.sum())        # the weighted frames' mean
 
 
 def train_self_forcing(config, teacher, student, dev):

@@ -110,3 +110,46 @@ def test_sampler_windows_make_the_first_frame_alone():
     assert sampler_windows(1, 3, first_frame=True) == [(0, 1)]                              # frame 0 alone
     with pytest.raises(AssertionError, match="do not split"):
         sampler_windows(7, 3)
+
+
+def test_dmd_in_the_teachers_layout_judges_the_window_and_leaves_the_clean_past_alone(one_thread, monkeypatch):
+    """dmd_stream: DMD and the critic noise some videos as the teacher samples them (clean past, one window of its
+    sampler at the level, pure noise after), and the DMD gradient reaches only the frames the teacher judges there.
+    dmd_stream = 0 is the paper's one level per video, every frame weighted."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, ROOT)
+    import train
+    from model import CausalDiT, ModelConfig, sampler_windows
+    for k, v in dict(num_frames=6, chunk=3, resolution=16, shift=3.0, teacher_chunk=0, teacher_first_frame=True,
+                     guidance=1.5).items():
+        monkeypatch.setattr(train, k, v)  # train.py's config globals; other tests run train.main() in this process
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "dmd_stream", 0.0)
+    sigma, w = train.dmd_levels(16, torch.Generator().manual_seed(0), cpu, clamp=True)
+    assert (sigma == sigma[:, :1]).all() and (w == 1).all() and sigma.min() >= 0.02 and sigma.max() <= 0.98
+    monkeypatch.setattr(train, "dmd_stream", 1.0)
+    sigma, w = train.dmd_levels(64, torch.Generator().manual_seed(0), cpu, clamp=True)
+    seen = set()
+    for row, wr in zip(sigma, w):
+        now = int((row == 0).sum())                                 # the clean past ...
+        n = next(n for s, n in sampler_windows(6, 3, first_frame=True) if s == now)   # ... ends where a window starts
+        assert (row[now:now + n] == row[now]).all() and 0.02 <= row[now] <= 0.98, row
+        assert (row[now + n:] == 1).all() and torch.equal(wr, (row > 0).float()), row
+        seen.add(now)
+    assert seen == {0, 1, 3}, f"windows drawn: {seen}"
+
+    torch.manual_seed(0)
+    nets = [CausalDiT(ModelConfig(vocab_size=40, resolution=16, patch=8, chunk=3, width=32, depth=1, heads=2,
+                                  text_depth=1, max_text_len=12)).eval() for _ in range(2)]
+    with torch.no_grad():
+        for p in [p for net in nets for p in net.parameters()]:
+            if (p == 0).all():  # adaLN-Zero: give the untrained models a non-trivial output
+                p.copy_(0.1 * torch.randn(p.shape))
+    tokens = torch.randint(1, 40, (8, 12))
+    x = (torch.rand(8, 6, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    train.dmd_loss(x, tokens, nets[0], nets[1], torch.Generator().manual_seed(5), cpu).backward()
+    _, w = train.dmd_levels(8, torch.Generator().manual_seed(5), cpu, clamp=True)     # the levels dmd_loss drew
+    per_frame = x.grad.abs().amax(dim=(2, 3, 4))                                       # (B, F)
+    assert (w == 0).any() and (per_frame[w == 0] == 0).all(), "a clean past frame was pushed"
+    assert (per_frame[w == 1] > 0).all(), "a judged frame got no gradient"
