@@ -530,6 +530,18 @@ def sample_sigma(n, gen):
     return shift_sigma(torch.rand(n, generator=gen), shift)                     # (B,)
 
 
+def stream_some(sigma, fraction, gen):
+    """sigma (B, F) -> (B, F) with that fraction of the videos in the chunk-wise sampler's layout (stream_layout):
+    clean past, one of the sampler's windows (model.sampler_windows, chosen uniformly; with teacher_first_frame,
+    frame 0 alone and frames 1-2 after it are two of them) at the video's level, pure-noise future. The teacher
+    trains on it; dmd_stream has DMD and the critic judge in it."""
+    B = sigma.shape[0]
+    wins = torch.tensor(sampler_windows(num_frames, teacher_k(), first_frame=teacher_first_frame))  # (n, 2)
+    stream = torch.rand(B, generator=gen) < fraction                            # (B,)
+    now, length = wins[torch.randint(len(wins), (B,), generator=gen)].unbind(1)  # 2 x (B,)
+    return torch.where(stream[:, None], stream_layout(sigma, now, length), sigma)
+
+
 # -----------------------------------------------------------------------------
 # the oracle check: sample held-out (prompt, seed) pairs and read the attributes back from the frames
 
@@ -630,9 +642,6 @@ def train_teacher(config, dev):
     start, state = resumable("teacher", ck, config, gen, model=model, ema=ema, opt=opt)
 
     fwd = ddp_wrap(torch.compile(model) if compile else model, dev)
-    # the windows the sampler makes (model.sampler_windows); with teacher_first_frame, frame 0 alone and frames 1-2
-    # after it are two of them. The streaming layout shows one of them, uniformly.
-    wins = torch.tensor(sampler_windows(num_frames, teacher_k(), first_frame=teacher_first_frame))  # (n, 2)
     t0 = time.time()
     for it in tqdm(range(start, teacher_iters), desc="teacher", initial=start, total=teacher_iters, mininterval=2,
                    disable=not is_master()):
@@ -649,9 +658,7 @@ def train_teacher(config, dev):
         # A clean past anchors the object, and predicting the future from it is where "from left to right" pays:
         # the tiny teacher learns the direction words this way within a few hundred steps, and not at all (3,000
         # steps) when every frame is equally noisy (README, "Why the teacher samples chunk by chunk")
-        stream = torch.rand(B, generator=gen) < teacher_stream                  # (B,)
-        now, length = wins[torch.randint(len(wins), (B,), generator=gen)].unbind(1)  # 2 x (B,)
-        sigma = torch.where(stream[:, None], stream_layout(sigma, now, length), sigma).to(dev)
+        sigma = stream_some(sigma, teacher_stream, gen).to(dev)
         weight = (sigma > 0).float()                                            # (B, F) the clean past teaches nothing
         eps = torch.randn(x0.shape, generator=gen).to(dev)
         x_t = add_noise(x0, eps, sigma)
@@ -865,15 +872,14 @@ def dmd_levels(B, gen, dev, clamp):
     The tiny teacher reads a motion word mostly there: in the orbits-near-top world its x0 for "clockwise" and for
     "counter-clockwise" differ by 6e-4 with every frame at sigma 1, by 0.1 with frame 0 clean (mean squared; README,
     "DMD in the teacher's layout")."""
-    sigma = part(sample_sigma(world_size() * B, gen))                           # (B,) (the global batch's, sliced)
+    n = world_size() * B                                                        # the global batch, sliced below
+    sigma = sample_sigma(n, gen)
     if clamp:
         sigma = sigma.clamp(0.02, 0.98)
-    sigma = sigma[:, None].expand(B, num_frames)                                # (B, F)
+    sigma = sigma[:, None].expand(n, num_frames)                                # (n, F)
     if dmd_stream > 0:  # (no extra draws otherwise: the paper's runs keep their random numbers)
-        wins = torch.tensor(sampler_windows(num_frames, teacher_k(), first_frame=teacher_first_frame))  # (n, 2)
-        stream = part(torch.rand(world_size() * B, generator=gen)) < dmd_stream                       # (B,)
-        now, length = part(wins[torch.randint(len(wins), (world_size() * B,), generator=gen)]).unbind(1)
-        sigma = torch.where(stream[:, None], stream_layout(sigma, now, length), sigma)
+        sigma = stream_some(sigma, dmd_stream, gen)
+    sigma = part(sigma)                                                         # (B, F)
     return sigma.to(dev), (sigma > 0).float().to(dev)
 
 
