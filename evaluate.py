@@ -636,7 +636,7 @@ def table_rows(loaded, judge, prompts, seeds, truth, K):
             "shuffled prompts (floor)": {**evaluate_videos(truth, prompts[1:] + prompts[:1], JUDGED[:2], judge=judge),
                                          **evaluate_videos(alternating, prompts, JUDGED[2:], judge=judge),
                                          **evaluate_videos(neighbour[:, K:], prompts, COMPARED, references=ref)}}
-    for m in tqdm(MODELS, desc="evaluating", leave=False):
+    for m in tqdm(list(loaded), desc="evaluating", leave=False):
         net, cfg = loaded[m]
         video, _ = generate(net, cfg, prompts, Fr, seeds, which=m, progress=False)
         cont = continue_videos(net, cfg, truth, prompts, seeds, m)
@@ -648,7 +648,10 @@ def table_rows(loaded, judge, prompts, seeds, truth, K):
 
 def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats):
     """Drift: Self Forcing streamed to 4x the training length through the rolling cache, judged by 3-frame windows in
-    the last quarter. Speed: the same one-video clip through each sampler, medians of `repeats` runs."""
+    the last quarter. Speed: the same one-video clip through each sampler, medians of `repeats` runs. Either needs
+    Self Forcing ({} without it, --models); the teacher's time only with the teacher loaded."""
+    if "self_forcing" not in loaded:
+        return {}
     net, cfg = loaded["self_forcing"]
     objects = [i for i, p in enumerate(prompts) if toydata.parse_prompt(p)["scene"] == "object"]
     long_prompts, long_seeds = [prompts[i] for i in objects], [seeds[i] for i in objects]
@@ -657,15 +660,17 @@ def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats):
              drift_ground_truth=late_window_adherence(toydata.render_batch(long_prompts, long_seeds, 4 * Fr, res),
                                                       long_prompts))
     p1, s1 = [prompts[0]], [seeds[0]]
-    teacher, teacher_cfg = loaded["teacher"]
-    r["teacher_s"] = median_seconds(lambda: generate(teacher, teacher_cfg, p1, Fr, s1, which="teacher",
-                                                     progress=False), repeats)
+    if "teacher" in loaded:   # the teacher's sampler for the same clip: what the student's speed-up is against
+        teacher, teacher_cfg = loaded["teacher"]
+        r["teacher_s"] = median_seconds(lambda: generate(teacher, teacher_cfg, p1, Fr, s1, which="teacher",
+                                                         progress=False), repeats)
+        r["teacher_steps"] = teacher_cfg["teacher_steps"]
     r["stream_s"] = median_seconds(lambda: generate(net, cfg, p1, Fr, s1, progress=False), repeats)
     r["recompute_4x_s"] = median_seconds(lambda: generate(net, cfg, p1, 4 * Fr, s1, kv_cache=False, progress=False),
                                          repeats)
     r["cached_4x_s"] = median_seconds(lambda: generate(net, cfg, p1, 4 * Fr, s1, progress=False), repeats)
     r["first_chunk_s"] = generate(net, cfg, p1, Fr, s1, progress=False)[1]["first_chunk_s"]
-    return dict(r, stream_fps=Fr / r["stream_s"], teacher_steps=teacher_cfg["teacher_steps"])
+    return dict(r, stream_fps=Fr / r["stream_s"])
 
 
 def main(argv=None):
@@ -678,12 +683,18 @@ def main(argv=None):
                                        "(default: <out_dir>/../toyclip_<res>px_<frames>f.pt, _orbits<deg> added for "
                                        "a run with orbit_start_deg)")
     ap.add_argument("--clip_steps", type=int, default=TOY_CLIP_TRAINING["steps"], help="toy CLIP training steps")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help="which of the run's models to judge, comma-separated (default all three). The teacher's "
+                         "rows cost most of the time at many videos; drift needs self_forcing, speed both ends")
     args = ap.parse_args(argv)
     try:
         if args.videos < 1 or args.repeats < 1 or args.clip_steps < 1:
             raise ValueError("--videos, --repeats and --clip_steps must be at least 1")
-        loaded = {m: load_model(args.out_dir, m) for m in MODELS}
-        Fr, res, K = (loaded["self_forcing"][1][k] for k in ("num_frames", "resolution", "chunk"))
+        chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not chosen or any(m not in MODELS for m in chosen):
+            raise ValueError(f"--models takes a comma-separated list of {', '.join(MODELS)}, got {args.models!r}")
+        loaded = {m: load_model(args.out_dir, m) for m in MODELS if m in chosen}   # table rows in training order
+        Fr, res, K = (next(iter(loaded.values()))[1][k] for k in ("num_frames", "resolution", "chunk"))
         path = args.toy_clip or os.path.join(os.path.dirname(os.path.abspath(args.out_dir)), toy_clip_name(Fr, res))
         if not args.clip and not os.path.exists(path):
             print(f"training the toy CLIP judge once ({args.clip_steps} steps) into {path}", file=sys.stderr)
@@ -714,20 +725,27 @@ def main(argv=None):
     which = f"pretrained CLIP {args.clip}" if args.clip else f"toy CLIP {path} ({judge['steps']} steps)"
     print(f"judge: {which}; top-1 among hard negatives on 400 held-out ground-truth videos: "
           + ", ".join(f"{k} {v:.1f}%" for k, v in retrieval.items()))
-    print(f"\nSelf Forcing at {4 * Fr} frames (rolling cache), 3-frame windows in the last quarter matching the "
-          f"prompt: {r['drift_last_quarter']:.1f}% (ground truth {r['drift_ground_truth']:.1f}%, "
-          f"{r['drift_videos']} object prompts)")
-    print(f"speed, one {Fr}-frame clip, median of {args.repeats}: teacher {r['teacher_steps']}-step sampler "
-          f"{r['teacher_s'] * 1000:.0f} ms, Self Forcing 4-step streaming {r['stream_s'] * 1000:.0f} ms "
-          f"({r['teacher_s'] / r['stream_s']:.1f}x faster, {r['stream_fps']:.0f} frames/s, first chunk "
-          f"{r['first_chunk_s'] * 1000:.0f} ms)")
-    print(f"speed, one {4 * Fr}-frame clip: KV cache {r['cached_4x_s'] * 1000:.0f} ms, recomputing the context "
-          f"{r['recompute_4x_s'] * 1000:.0f} ms ({r['recompute_4x_s'] / r['cached_4x_s']:.1f}x)")
+    if r:   # Self Forcing was judged (--models)
+        print(f"\nSelf Forcing at {4 * Fr} frames (rolling cache), 3-frame windows in the last quarter matching the "
+              f"prompt: {r['drift_last_quarter']:.1f}% (ground truth {r['drift_ground_truth']:.1f}%, "
+              f"{r['drift_videos']} object prompts)")
+        against = (f"teacher {r['teacher_steps']}-step sampler {r['teacher_s'] * 1000:.0f} ms, " if "teacher_s" in r
+                   else "")
+        faster = f"{r['teacher_s'] / r['stream_s']:.1f}x faster, " if "teacher_s" in r else ""
+        print(f"speed, one {Fr}-frame clip, median of {args.repeats}: {against}Self Forcing 4-step streaming "
+              f"{r['stream_s'] * 1000:.0f} ms ({faster}{r['stream_fps']:.0f} frames/s, first chunk "
+              f"{r['first_chunk_s'] * 1000:.0f} ms)")
+        print(f"speed, one {4 * Fr}-frame clip: KV cache {r['cached_4x_s'] * 1000:.0f} ms, recomputing the context "
+              f"{r['recompute_4x_s'] * 1000:.0f} ms ({r['recompute_4x_s'] / r['cached_4x_s']:.1f}x)")
     for row in rows.values():   # JSON has no infinity: the ceiling's PSNR (identical frames) is written as null
         row["psnr"] = None if row["psnr"] == math.inf else row["psnr"]
-    with open(os.path.join(args.out_dir, "eval.json"), "w") as f:
-        json.dump(dict(videos=args.videos, rows=rows, hold_last_frame=frozen, judge=which, judge_retrieval=retrieval,
-                       **r), f, indent=1)
+    # the default table is eval.json; other counts or models get a name of their own, so as not to overwrite it
+    default = args.videos == ap.get_default("videos") and list(loaded) == MODELS
+    name = "eval.json" if default else f"eval_{args.videos}_{'+'.join(loaded)}.json"
+    with open(os.path.join(args.out_dir, name), "w") as f:
+        json.dump(dict(videos=args.videos, models=list(loaded), rows=rows, hold_last_frame=frozen, judge=which,
+                       judge_retrieval=retrieval, **r), f, indent=1)
+    print(f"written to {os.path.join(args.out_dir, name)}")
     return 0
 
 

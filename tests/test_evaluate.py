@@ -9,8 +9,9 @@ import torch
 
 import toydata
 from conftest import run_py
-from evaluate import (clip_scores, continue_videos, evaluate_videos, frame_consistency, hard_negative_retrieval,
-                      late_window_adherence, oracle_scores, pretrained_clip, psnr, ssim, toy_clip)
+from evaluate import (MODELS, clip_scores, continue_videos, evaluate_videos, frame_consistency,
+                      hard_negative_retrieval, late_window_adherence, oracle_scores, pretrained_clip, psnr, ssim,
+                      toy_clip)
 from sample import generate, load_model
 
 RANDOM = torch.Generator().manual_seed(0)
@@ -248,7 +249,7 @@ def test_cli_on_the_micro_run(micro_run, tmp_path):
                    "hard negatives", "faster", "KV cache"):
         assert needle in r.stdout, (needle, r.stdout)
     assert os.path.exists(clip), "the toy CLIP was not cached"
-    with open(os.path.join(out, "eval.json")) as f:
+    with open(os.path.join(out, "eval_4_teacher+ode+self_forcing.json")) as f:   # not the 64-video eval.json
         rows = json.load(f)["rows"]
     assert set(rows) >= {"teacher", "ode", "self_forcing", "ground truth (ceiling)", "shuffled prompts (floor)"}
     assert rows["ground truth (ceiling)"]["oracle"]["all"] == 100.0 and rows["ground truth (ceiling)"]["ssim"] == 1.0
@@ -256,7 +257,26 @@ def test_cli_on_the_micro_run(micro_run, tmp_path):
                for k in ("clip_score", "frame_consistency", "ssim", "psnr"))
 
 
+@pytest.mark.parametrize("models, rows, lines", [
+    ("ode,self_forcing", {"ode", "self_forcing"}, ("rolling cache", "KV cache")),   # drift and cache: no teacher
+    ("teacher", {"teacher"}, ())])                                                # no student: no drift, no speed
+def test_cli_judges_only_the_models_asked_for(micro_run, tmp_path, models, rows, lines):
+    out, _ = micro_run
+    r = run_py("evaluate.py", "--out_dir", out, "--videos", "3", "--repeats", "1", "--models", models,
+               "--toy_clip", str(tmp_path / "toyclip.pt"), "--clip_steps", "5")
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = r.stdout.split("judge:")[0]
+    assert {m for m in MODELS if any(line.startswith(m + " ") for line in table.splitlines())} == rows, r.stdout
+    assert all(needle in r.stdout for needle in lines) and "x faster" not in r.stdout, r.stdout
+    assert ("rolling cache" in r.stdout) == ("self_forcing" in rows), r.stdout
+    with open(os.path.join(out, f"eval_3_{models.replace(',', '+')}.json")) as f:
+        saved = json.load(f)
+    assert set(saved["models"]) == rows and set(saved["rows"]) - {"ground truth (ceiling)",
+                                                                  "shuffled prompts (floor)"} == rows
+
+
 @pytest.mark.parametrize("extra, needle", [((), "no checkpoint"), (("--videos", "0"), "at least 1"),
+                                           (("--models", "teacher,critic"), "comma-separated list"),
                                            (("--clip", "/no/such/clip"), "no such directory")])
 def test_cli_errors_are_one_line(micro_run, tmp_path, extra, needle):
     out = micro_run[0] if extra else str(tmp_path)
