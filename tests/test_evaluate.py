@@ -232,6 +232,7 @@ def test_continuing_a_models_own_first_chunk_reproduces_its_video(micro_run):
         own, _ = generate(net, cfg, prompts, cfg["num_frames"], seeds, which=which, progress=False)
         again = continue_videos(net, cfg, own, prompts, seeds, which)     # same seeds: same noise, same context
         assert (again - own).abs().max() < 1e-4, (which, (again - own).abs().max())
+        assert not again.requires_grad, "a continuation kept its autograd graph (about 44 MB a video at 32x32)"
     net, cfg = load_model(out, "teacher")
     videos = toydata.render_batch(prompts, seeds, cfg["num_frames"], cfg["resolution"])
     cont = continue_videos(net, cfg, videos, prompts, seeds, "teacher")
