@@ -582,7 +582,6 @@ def shape_readback(model, sigmas=(0.05, 0.2, 0.35, 0.5, 0.65), frames=12, resolu
     return out
 
 
-@torch.no_grad()   # the students' sampler keeps autograd's graph otherwise: 44 MB a video, 23 GB for 512
 def continue_videos(model, config, truth, prompts, seeds, which):
     """Ground-truth videos (B, F, 3, H, W) -> (B, F, 3, H, W): the truth's first chunk, then the model's frames.
     Causal models (ode, self_forcing): the truth's first chunk enters the KV cache as clean context at t = 0,

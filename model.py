@@ -705,6 +705,7 @@ def prefill(model, cache, prefix):
         model.append_to_cache(prefix[:, start:start + n], cache, start)
 
 
+@torch.no_grad()  # a sampler: called with autograd on (evaluate.py's continuations) it kept 44 MB a video of graph
 def stream_sample(model, tokens, num_frames, sigmas, generator=None, noise=None, kv_cache=True,
                   window=None, sink=0, progress=None, ctx=None, prefix=None):
     """Few-step autoregressive inference, the paper's sampler (and the Self Forcing rollout without

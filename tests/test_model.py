@@ -267,6 +267,7 @@ def test_stream_sample_cache_and_recompute_agree(chunk, window, sink, frames, fi
     b = M.stream_sample(model, tok, frames, sig, generator=torch.Generator().manual_seed(3),
                         kv_cache=False, window=window, sink=sink)
     assert a.shape == (2, frames, 3, 16, 16) and maxdiff(a, b) <= TOL
+    assert not (a.requires_grad or b.requires_grad), "a sampler kept autograd's graph (grad is on in this test)"
     sizes = ([1, chunk - 1] if first_frame else [chunk]) + [chunk] * (frames // chunk - 1)   # frames per block
     assert seen == list(enumerate(sizes))
     # a known prefix enters the cache block by block: the continuation is the one recompute gives
