@@ -17,3 +17,8 @@ orbit_start_deg = 30.0
 # the stage) on the 64, 85.9 and 77.2% on 512 (README, "`config/orbits_top.py` end to end").
 dmd_stream = 0.5
 sf_iters = 600
+# Three times the ODE-init steps (about 2 minutes more): from the Intel run's teacher and ODE pairs, three seeds of the
+# two student stages, ODE init / Self Forcing 75.5 / 78.1% on the 64 and 78.7 / 81.2% on 512 against 71.9 / 70.8% and
+# 76.6 / 77.2% with 160 steps: the students 4.7 points below the teacher on both, where they were 8.7 below on 512;
+# 4x drift 57.0% against 53.2% (README, "More ODE-init steps for the better teacher").
+ode_iters = 480
