@@ -639,7 +639,8 @@ def table_rows(loaded, judge, prompts, seeds, truth, K):
     for m in tqdm(list(loaded), desc="evaluating", leave=False):
         net, cfg = loaded[m]
         video, _ = generate(net, cfg, prompts, Fr, seeds, which=m, progress=False)
-        cont = continue_videos(net, cfg, truth, prompts, seeds, m)
+        cont = torch.cat([continue_videos(net, cfg, truth[i:i + 64], prompts[i:i + 64], seeds[i:i + 64], m)
+                          for i in range(0, len(prompts), 64)])   # 64 at a time: memory flat in --videos
         rows[m] = {**evaluate_videos(video.clamp(-1, 1), prompts, JUDGED, judge=judge),   # clamped, as shown
                    **evaluate_videos(cont[:, K:].clamp(-1, 1), prompts, COMPARED, references=ref)}
     still = truth[:, K - 1:K].expand(-1, Fr - K, -1, -1, -1)       # (B, F - K, 3, H, W): the last context frame
