@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from conftest import run_py
+from conftest import ROOT, run_py
 
 STAGES = ["teacher", "ode_pairs", "ode_init", "self_forcing"]
 
@@ -81,6 +81,19 @@ def test_bad_config_is_one_clear_line(tmp_path):
     assert r.returncode != 0 and "orbit_start_deg must lie in [0, 180], got 200" in r.stderr, r.stderr[-500:]
     r = run_py("train.py", "config/nope.py")
     assert r.returncode != 0 and "config file not found" in r.stderr
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "config")) if f.endswith(".py")))
+def test_every_shipped_config_passes_the_checks(name):
+    # a config is only read when its run starts: a mistyped key or a bad value in one that no test trains would
+    # otherwise reach the learner as an error after typing its command (or, worse, minutes into it)
+    import train
+    from configurator import configure
+    c = {k: getattr(train, k) for k in train._CONFIG_KEYS}
+    configure(c, [os.path.join(ROOT, "config", name)])
+    train.check_config(c)  # exits with the problems on one line
+    if name not in ("tiny.py", "ablation.py"):  # ablation.py gives every row its own --out_dir
+        assert c["out_dir"] != train.out_dir, f"config/{name} would write into tiny's {train.out_dir}"
 
 
 def test_stream_layout_is_what_the_chunkwise_sampler_shows():
