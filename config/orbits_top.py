@@ -20,7 +20,8 @@ sf_iters = 600
 # Three times the ODE-init steps (about 2 minutes more): from the Intel run's teacher and ODE pairs, three seeds of the
 # two student stages, ODE init / Self Forcing 75.5 / 78.1% on the 64 and 78.7 / 81.2% on 512 against 71.9 / 70.8% and
 # 76.6 / 77.2% with 160 steps: the students 4.7 points below the teacher on both, where they were 8.7 below on 512;
-# 4x drift 57.0% against 53.2% (README, "More ODE-init steps for the better teacher"). The best measured: add
-# --teacher_iters=10000 --sf_iters=200 (41 minutes, one run): Self Forcing 87.0% on 512, its teacher 87.3% (README,
-# "How many DMD iterations, after the longer ODE init"); with the 6,000 steps here 600 stay ahead (81.2 vs 80.5%).
+# 4x drift 57.0% against 53.2% (README, "More ODE-init steps for the better teacher"). The best measured is
+# config/orbits_long.py, this with a 10,000-step teacher and 200 DMD iterations (about 40 minutes); with the 6,000
+# steps here 600 stay ahead of 200 (81.2 against 80.5% on 512; README, "How many DMD iterations, after the longer
+# ODE init").
 ode_iters = 480
