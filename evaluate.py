@@ -606,6 +606,25 @@ def continue_videos(model, config, truth, prompts, seeds, which):
                          window=config.get("window") or config["num_frames"] - K, sink=config.get("sink", 0))
 
 
+def orbit_continuation(model, config, which, start, videos=48):
+    """Does a model keep an orbit turning the asked way from a true chunk taken anywhere along it? For the first
+    `videos` held-out (orbit prompt, seed) pairs, the ground truth of frames [start, start + F) of a longer video
+    (the training length F; `start` frames into the orbit, so from start >= 1 the chunk is not where the world's
+    orbits begin), its first chunk continued by the model (continue_videos); returns the share of the continued
+    frames' turns (frame K on: motion_steps' turn_agree) that go the asked way: the truth 1, a coin-flip 0.5.
+    At 4x the training length a streamed orbit is continued from where it has got to, never from its start."""
+    assert start >= 0 and videos >= 1, f"orbit_continuation needs start >= 0 and videos >= 1, got {start}, {videos}"
+    K, Fr, res = config["chunk"], config["num_frames"], config["resolution"]
+    orbits = [p for p in toydata.ALL_PROMPTS if toydata.parse_prompt(p).get("motion") in ("clockwise",
+                                                                                           "counter_clockwise")]
+    prompts, seeds = toydata.eval_set(videos, prompts=orbits)
+    truth = toydata.render_batch(prompts, seeds, start + Fr, res)[:, start:]        # (B, F, 3, H, W)
+    cont = torch.cat([continue_videos(model, config, truth[i:i + 64], prompts[i:i + 64], seeds[i:i + 64], which)
+                      for i in range(0, videos, 64)])
+    agree = motion_steps(cont.clamp(-1, 1), prompts)["turn_agree"][K:]              # turns within new frames
+    return sum(agree) / len(agree)
+
+
 def median_seconds(fn, repeats):
     """Median wall time of fn() over `repeats` calls, after one warm-up call (first calls allocate)."""
     fn()
@@ -660,6 +679,17 @@ def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats):
     r = dict(drift_last_quarter=late_window_adherence(long, long_prompts), drift_videos=len(objects),
              drift_ground_truth=late_window_adherence(toydata.render_batch(long_prompts, long_seeds, 4 * Fr, res),
                                                       long_prompts))
+    # where it is lost: the same rollouts' windows within the training length, and the last quarter for straight
+    # lines and orbits apart (past the training length an orbit is continued from wherever it has got to on its
+    # circle, which the models of a world whose orbits start near the top do not do: orbit_continuation)
+    r["drift_first_length"] = statistics.mean(window_curve(long[:, :Fr], long_prompts))
+    r["drift_by_motion"] = {}
+    for kind, orbit in (("straight", False), ("orbits", True)):
+        pick = [i for i, p in enumerate(long_prompts) if ("clockwise" in toydata.parse_prompt(p)["motion"]) == orbit]
+        if pick:
+            some = [long_prompts[i] for i in pick]
+            r["drift_by_motion"][kind] = dict(first_length=statistics.mean(window_curve(long[pick, :Fr], some)),
+                                              last_quarter=late_window_adherence(long[pick], some), videos=len(pick))
     p1, s1 = [prompts[0]], [seeds[0]]
     if "teacher" in loaded:   # the teacher's sampler for the same clip: what the student's speed-up is against
         teacher, teacher_cfg = loaded["teacher"]
@@ -730,6 +760,10 @@ def main(argv=None):
         print(f"\nSelf Forcing at {4 * Fr} frames (rolling cache), 3-frame windows in the last quarter matching the "
               f"prompt: {r['drift_last_quarter']:.1f}% (ground truth {r['drift_ground_truth']:.1f}%, "
               f"{r['drift_videos']} object prompts)")
+        split = "; ".join(f"{k} {d['first_length']:.1f} -> {d['last_quarter']:.1f}% ({d['videos']})"
+                          for k, d in r["drift_by_motion"].items())
+        print(f"  windows within the first {Fr} frames -> in the last quarter: all {r['drift_first_length']:.1f} -> "
+              f"{r['drift_last_quarter']:.1f}%; {split}")
         against = (f"teacher {r['teacher_steps']}-step sampler {r['teacher_s'] * 1000:.0f} ms, " if "teacher_s" in r
                    else "")
         faster = f"{r['teacher_s'] / r['stream_s']:.1f}x faster, " if "teacher_s" in r else ""

@@ -240,6 +240,26 @@ def test_continuing_a_models_own_first_chunk_reproduces_its_video(micro_run):
     assert torch.isfinite(cont).all()
 
 
+def test_orbit_continuation_continues_the_truth_cropped_at_start(micro_run, monkeypatch):
+    import evaluate
+    out, _ = micro_run
+    net, cfg = load_model(out, "self_forcing")
+    seen = []
+
+    def the_truth(model, config, truth, prompts, seeds, which):   # a perfect model: the continuation is the truth
+        seen.append((truth, prompts, seeds))
+        return truth
+
+    monkeypatch.setattr(evaluate, "continue_videos", the_truth)
+    assert evaluate.orbit_continuation(net, cfg, "self_forcing", start=7, videos=6) == 1.0
+    truth, prompts, seeds = seen[0]
+    assert all("clockwise" in p for p in prompts) and len(prompts) == 6 and min(seeds) >= toydata.EVAL_SEED_OFFSET
+    longer = toydata.render_batch(prompts, seeds, 7 + cfg["num_frames"], cfg["resolution"])
+    assert torch.equal(truth, longer[:, 7:]), "not frames [start, start + F) of the longer ground truth"
+    monkeypatch.setattr(evaluate, "continue_videos", lambda m, c, truth, *a: truth.flip(-1))   # mirrored: turns back
+    assert evaluate.orbit_continuation(net, cfg, "self_forcing", start=0, videos=6) == 0.0
+
+
 def test_cli_on_the_micro_run(micro_run, tmp_path):
     out, _ = micro_run
     clip = str(tmp_path / "toyclip.pt")
@@ -256,6 +276,32 @@ def test_cli_on_the_micro_run(micro_run, tmp_path):
     assert rows["ground truth (ceiling)"]["oracle"]["all"] == 100.0 and rows["ground truth (ceiling)"]["ssim"] == 1.0
     assert all(math.isfinite(rows[m][k]) for m in ("teacher", "ode", "self_forcing")
                for k in ("clip_score", "frame_consistency", "ssim", "psnr"))
+    with open(os.path.join(out, "eval_4_teacher+ode+self_forcing.json")) as f:
+        saved = json.load(f)
+    Fr = load_model(out, "self_forcing")[1]["num_frames"]
+    assert f"within the first {Fr} frames" in r.stdout and set(saved["drift_by_motion"]) <= {"straight", "orbits"}
+
+
+def test_drift_is_split_into_straight_lines_and_orbits(micro_run, monkeypatch):
+    import evaluate
+    out, _ = micro_run
+    net, cfg = load_model(out, "self_forcing")
+
+    def straight_right_orbits_mirrored(model, config, prompts, frames, seeds, **kw):   # a model that gets the
+        videos = toydata.render_batch(prompts, seeds, frames, config["resolution"])     # straight lines right and
+        orbit = torch.tensor(["clockwise" in p for p in prompts])                       # turns every orbit backwards
+        return torch.where(orbit.view(-1, 1, 1, 1, 1), videos.flip(-1), videos), {"first_chunk_s": 0.0}
+
+    monkeypatch.setattr(evaluate, "generate", straight_right_orbits_mirrored)
+    prompts, seeds = toydata.eval_set(16, 12)
+    r = evaluate.drift_and_speed({"self_forcing": (net, dict(cfg, num_frames=12))}, prompts, seeds, 12, 32, 1)
+    split = r["drift_by_motion"]
+    assert split["straight"]["first_length"] == split["straight"]["last_quarter"] == 100.0, split
+    assert split["orbits"]["first_length"] == split["orbits"]["last_quarter"] == 0.0, split
+    n = {k: split[k]["videos"] for k in split}
+    assert n["orbits"] > 0 and sum(n.values()) == r["drift_videos"], (n, r["drift_videos"])
+    share = pytest.approx(100 * n["straight"] / r["drift_videos"])
+    assert r["drift_last_quarter"] == share and r["drift_first_length"] == share, r
 
 
 @pytest.mark.parametrize("models, rows, lines", [
