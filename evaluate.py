@@ -685,7 +685,8 @@ def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats):
     r["drift_first_length"] = statistics.mean(window_curve(long[:, :Fr], long_prompts))
     r["drift_by_motion"] = {}
     for kind, orbit in (("straight", False), ("orbits", True)):
-        pick = [i for i, p in enumerate(long_prompts) if ("clockwise" in toydata.parse_prompt(p)["motion"]) == orbit]
+        pick = [i for i, p in enumerate(long_prompts)
+                if (toydata.parse_prompt(p)["motion"] not in toydata.LINEAR_DIRECTIONS) == orbit]
         if pick:
             some = [long_prompts[i] for i in pick]
             r["drift_by_motion"][kind] = dict(first_length=statistics.mean(window_curve(long[pick, :Fr], some)),
