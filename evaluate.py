@@ -668,8 +668,9 @@ def table_rows(loaded, judge, prompts, seeds, truth, K):
 
 def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats):
     """Drift: Self Forcing streamed to 4x the training length through the rolling cache, judged by 3-frame windows in
-    the last quarter. Speed: the same one-video clip through each sampler, medians of `repeats` runs. Either needs
-    Self Forcing ({} without it, --models); the teacher's time only with the teacher loaded."""
+    the last quarter; with the teacher loaded, its own windows at the training length beside them. Speed: the same
+    one-video clip through each sampler, medians of `repeats` runs. Either needs Self Forcing ({} without it,
+    --models); the teacher's figures only with the teacher loaded."""
     if "self_forcing" not in loaded:
         return {}
     net, cfg = loaded["self_forcing"]
@@ -692,8 +693,13 @@ def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats):
             r["drift_by_motion"][kind] = dict(first_length=statistics.mean(window_curve(long[pick, :Fr], some)),
                                               last_quarter=late_window_adherence(long[pick], some), videos=len(pick))
     p1, s1 = [prompts[0]], [seeds[0]]
-    if "teacher" in loaded:   # the teacher's sampler for the same clip: what the student's speed-up is against
+    if "teacher" in loaded:
         teacher, teacher_cfg = loaded["teacher"]
+        # what the student was distilled from, judged the same way: the teacher's own 3-frame windows on the same
+        # object prompts at the training length (the longest clip it makes), the reference the drift is read against
+        short, _ = generate(teacher, teacher_cfg, long_prompts, Fr, long_seeds, which="teacher", progress=False)
+        r["drift_teacher_first_length"] = statistics.mean(window_curve(short, long_prompts))
+        # the teacher's sampler for the same clip: what the student's speed-up is against
         r["teacher_s"] = median_seconds(lambda: generate(teacher, teacher_cfg, p1, Fr, s1, which="teacher",
                                                          progress=False), repeats)
         r["teacher_steps"] = teacher_cfg["teacher_steps"]
@@ -765,9 +771,12 @@ def main(argv=None):
                           for k, d in r["drift_by_motion"].items())
         print(f"  windows within the first {Fr} frames -> in the last quarter: all {r['drift_first_length']:.1f} -> "
               f"{r['drift_last_quarter']:.1f}%; {split}")
-        against = (f"teacher {r['teacher_steps']}-step sampler {r['teacher_s'] * 1000:.0f} ms, " if "teacher_s" in r
-                   else "")
-        faster = f"{r['teacher_s'] / r['stream_s']:.1f}x faster, " if "teacher_s" in r else ""
+        if "drift_teacher_first_length" in r:
+            print(f"  the teacher's own {Fr}-frame videos, the same windows: {r['drift_teacher_first_length']:.1f}%")
+        against = faster = ""
+        if "teacher_s" in r:   # the teacher was judged too: its sampler timed on the same clip
+            against = f"teacher {r['teacher_steps']}-step sampler {r['teacher_s'] * 1000:.0f} ms, "
+            faster = f"{r['teacher_s'] / r['stream_s']:.1f}x faster, "
         print(f"speed, one {Fr}-frame clip, median of {args.repeats}: {against}Self Forcing 4-step streaming "
               f"{r['stream_s'] * 1000:.0f} ms ({faster}{r['stream_fps']:.0f} frames/s, first chunk "
               f"{r['first_chunk_s'] * 1000:.0f} ms)")

@@ -280,6 +280,7 @@ def test_cli_on_the_micro_run(micro_run, tmp_path):
         saved = json.load(f)
     Fr = load_model(out, "self_forcing")[1]["num_frames"]
     assert f"within the first {Fr} frames" in r.stdout and set(saved["drift_by_motion"]) <= {"straight", "orbits"}
+    assert f"the teacher's own {Fr}-frame videos" in r.stdout and 0 <= saved["drift_teacher_first_length"] <= 100
 
 
 def test_drift_is_split_into_straight_lines_and_orbits(micro_run, monkeypatch):
@@ -287,14 +288,19 @@ def test_drift_is_split_into_straight_lines_and_orbits(micro_run, monkeypatch):
     out, _ = micro_run
     net, cfg = load_model(out, "self_forcing")
 
-    def straight_right_orbits_mirrored(model, config, prompts, frames, seeds, **kw):   # a model that gets the
-        videos = toydata.render_batch(prompts, seeds, frames, config["resolution"])     # straight lines right and
-        orbit = torch.tensor(["clockwise" in p for p in prompts])                       # turns every orbit backwards
+    def straight_right_orbits_mirrored(model, config, prompts, frames, seeds, which="self_forcing", **kw):
+        # a teacher that draws the truth; a student that gets the straight lines right and turns every orbit backwards
+        videos = toydata.render_batch(prompts, seeds, frames, config["resolution"])
+        if which == "teacher":
+            return videos, {"first_chunk_s": 0.0}
+        orbit = torch.tensor(["clockwise" in p for p in prompts])
         return torch.where(orbit.view(-1, 1, 1, 1, 1), videos.flip(-1), videos), {"first_chunk_s": 0.0}
 
     monkeypatch.setattr(evaluate, "generate", straight_right_orbits_mirrored)
     prompts, seeds = toydata.eval_set(16, 12)
-    r = evaluate.drift_and_speed({"self_forcing": (net, dict(cfg, num_frames=12))}, prompts, seeds, 12, 32, 1)
+    net_cfg = (net, dict(cfg, num_frames=12))
+    r = evaluate.drift_and_speed({"teacher": net_cfg, "self_forcing": net_cfg}, prompts, seeds, 12, 32, 1)
+    assert r["drift_teacher_first_length"] == 100.0, r   # the teacher's own videos, not the student's
     split = r["drift_by_motion"]
     assert split["straight"]["first_length"] == split["straight"]["last_quarter"] == 100.0, split
     assert split["orbits"]["first_length"] == split["orbits"]["last_quarter"] == 0.0, split
