@@ -310,11 +310,15 @@ class DiTBlock(nn.Module):
     def text_kv(self, ctx):                                           # (B, Lt, D) -> 2 x (B, nh, Lt, hs)
         return split_heads(self.cross_kv(ctx), 2, self.nh).unbind(0)
 
-    def forward(self, x, c, rope, mask, text_kv, text_mask, past_kv=None, kv_only=False):
-        """x (B, L, D), c (B, F, D), rope (L, hs/2) rotations. past_kv: cached (K, V) of earlier frames, each
-        (B, nh, Lc, hs). Returns the new x and this call's own (K, V) -- RoPE already applied -- for the cache.
+    def modulation(self, c):                                         # (B, F, D) -> 6 x (B, F, 1, D)
+        return self.adaLN(c)[:, :, None].chunk(6, -1)
+
+    def forward(self, x, mod, rope, mask, text_kv, text_mask, past_kv=None, kv_only=False):
+        """x (B, L, D), mod = modulation(c) of the per-frame condition c (B, F, D), rope (L, hs/2) rotations.
+        past_kv: cached (K, V) of earlier frames, each (B, nh, Lc, hs). Returns the new x and this call's own
+        (K, V) -- RoPE already applied -- for the cache.
         kv_only: return (None, (K, V)) without the rest of the block (the cache re-fill's last block)."""
-        sh1, sc1, g1, sh2, sc2, g2 = self.adaLN(c)[:, :, None].chunk(6, -1)   # 6 x (B, F, 1, D)
+        sh1, sc1, g1, sh2, sc2, g2 = mod                            # 6 x (B, F, 1, D)
         # self-attention: a streamed chunk prepends the cached past to its own keys/values
         qk, v = split_heads(self.qkv(modulate(self.norm1(x), sh1, sc1)), 3, self.nh).split([2, 1])
         q, k = apply_rope(qk, rope).unbind(0)              # q and k rotated in one call: 2 x (B, nh, L, hs)
@@ -339,8 +343,11 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(cfg.width, cfg.channels * cfg.patch ** 2)
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(cfg.width, 2 * cfg.width))
 
-    def forward(self, x, c):                                          # (B, L, D) -> (B, L, C*p*p)
-        shift, scale = self.adaLN(c)[:, :, None].chunk(2, -1)         # 2 x (B, F, 1, D)
+    def modulation(self, c):                                         # (B, F, D) -> 2 x (B, F, 1, D)
+        return self.adaLN(c)[:, :, None].chunk(2, -1)
+
+    def forward(self, x, mod):                                        # (B, L, D) -> (B, L, C*p*p)
+        shift, scale = mod                                            # 2 x (B, F, 1, D)
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
@@ -362,6 +369,7 @@ class KVCache:
     window: int = None           # keep at most this many most recent frames (None = keep all) ...
     sink: int = 0                # ... plus the first `sink` frames of the video, forever
     frames: list = field(default_factory=list)   # absolute index of every cached frame, in order
+    modulations: dict = field(default_factory=dict)   # adaLN modulations by noise levels (CausalDiT._modulations)
     next_frame: int = 0          # the frame the next chunk must start at
 
 
@@ -471,22 +479,38 @@ class CausalDiT(nn.Module):
         return self._rotations[key]
 
     # ---- the trunk every mode shares ---------------------------------------------------------
-    def _run(self, x, t, frames, text, mask=None, past=None, final=True):
+    def _modulations(self, t, pooled, memo=None):
+        """Every block's adaLN shift / scale / gate and the final layer's, for noise levels t (B, F) and the pooled
+        prompt (B, D): they depend on nothing else. memo (a KVCache's): a streamed video asks for the same few levels
+        chunk after chunk (the student's 4 sigmas, the re-fill's 0), so without gradient each set is made once per
+        video and looked up after, 7 of the 33 linear layers of a student call (a call with gradient, the Self
+        Forcing rollout's exit step, makes its own, so that gradient reaches the adaLN weights)."""
+        use_memo = memo is not None and not torch.is_grad_enabled()
+        key = (tuple(t.shape), tuple(t.flatten().tolist())) if use_memo else None
+        if use_memo and key in memo:
+            return memo[key]
+        c = self.t_embed(t) + pooled[:, None, :]                     # (B, F, D) timestep + prompt, per frame
+        mods = [blk.modulation(c) for blk in self.blocks] + [self.final.modulation(c)]
+        if use_memo:
+            memo[key] = mods
+        return mods
+
+    def _run(self, x, t, frames, text, mask=None, past=None, final=True, memo=None):
         """x (B, F, C, H, W) at noise levels t (B, F); frames (F,) absolute frame indices.
-        past: per-layer cached (K, V) or None. Returns x0_hat (B, F, C, H, W) (None if not
+        past: per-layer cached (K, V) or None; memo: see _modulations. Returns x0_hat (B, F, C, H, W) (None if not
         final) and the per-layer (K, V) of x's own tokens."""
         F = x.shape[1]
         h = self.patch_embed(self.patchify(x))                       # (B, L, D)
         text_kv, text_mask, pooled = text
-        c = self.t_embed(t) + pooled[:, None, :]                     # (B, F, D) timestep + prompt, per frame
+        mods = self._modulations(t, pooled, memo)                    # per block, then the final layer's
         rope = self._rope(frames, h.device)                         # (L, hs/2) complex
         kvs = []
         for i, blk in enumerate(self.blocks):
             # without the final layer, the last block only has to make its K/V (the cache re-fill)
-            h, kv = blk(h, c, rope, mask, text_kv[i], text_mask, None if past is None else past[i],
+            h, kv = blk(h, mods[i], rope, mask, text_kv[i], text_mask, None if past is None else past[i],
                         kv_only=not final and i == len(self.blocks) - 1)
             kvs.append(kv)
-        return (self.unpatchify(self.final(h, c), F) if final else None), kvs
+        return (self.unpatchify(self.final(h, mods[-1]), F) if final else None), kvs
 
     def forward(self, x, t, tokens=None, mode="bidirectional", clean=None, window=None, sink=0,
                 frame_offset=0, ctx=None, clean_t=None):
@@ -547,7 +571,8 @@ class CausalDiT(nn.Module):
         t_chunk = self._check_t(t_chunk, B, K, x_chunk.device)
         self._check_cache(cache, B, frame_start)
         out, _ = self._run(x_chunk, t_chunk, torch.arange(K) + frame_start,
-                           (cache.text_kv, cache.text_mask, cache.text_pooled), past=list(zip(cache.k, cache.v)))
+                           (cache.text_kv, cache.text_mask, cache.text_pooled), past=list(zip(cache.k, cache.v)),
+                           memo=cache.modulations)
         return out
 
     @torch.no_grad()
@@ -560,7 +585,7 @@ class CausalDiT(nn.Module):
         self._check_cache(cache, B, frame_start)
         text = (cache.text_kv, cache.text_mask, cache.text_pooled)
         _, kvs = self._run(x_clean, t, torch.arange(K) + frame_start, text, past=list(zip(cache.k, cache.v)),
-                           final=False)
+                           final=False, memo=cache.modulations)
         frames = cache.frames + list(range(frame_start, frame_start + K))
         end = frame_start + K                                        # the next chunk starts here
         keep = [i for i, f in enumerate(frames)

@@ -240,6 +240,30 @@ def test_forward_chunk_does_not_modify_cache():
     assert all(torch.equal(a, b) for a, b in zip(before, cache.k)) and cache.next_frame == 3
 
 
+def test_modulation_memo_serves_a_stream_but_never_a_gradient_step():
+    """Without gradient a cache keeps the adaLN modulations of each noise level it is asked for, and the next chunk
+    at that level reads them back; a call WITH gradient (the rollout's exit step) makes its own, or the adaLN
+    weights would get no gradient from it."""
+    model = make_model(3)
+    x, _, tok = inputs(model, F=6)
+    t = torch.full((2, 3), 937.5)
+    with torch.no_grad():
+        cache = model.new_cache(tok)
+        a = model.forward_chunk(x[:, :3], t, cache, 0)
+        model.append_to_cache(a, cache, 0)                       # the re-fill's level, 0
+        assert len(cache.modulations) == 2, list(cache.modulations)
+        b = model.forward_chunk(x[:, 3:], t, cache, 3)           # 937.5 again: read from the memo
+        assert len(cache.modulations) == 2, "the same level was stored twice"
+        cache.modulations.clear()
+        assert torch.equal(b, model.forward_chunk(x[:, 3:], t, cache, 3)), "the memo changed the output"
+    model.zero_grad()
+    model.forward_chunk(x[:, 3:], t, cache, 3).square().sum().backward()
+    for i, blk in enumerate(model.blocks + [model.final]):
+        g = blk.adaLN[-1].weight.grad
+        assert g is not None and g.abs().sum() > 0, f"adaLN {i} got no gradient: the memo served a gradient step"
+    assert len(cache.modulations) == 1, "a call with gradient stored its modulations"
+
+
 # --- 6. samplers and sigmas ------------------------------------------------------------------
 
 def test_student_sigmas_and_grid():
