@@ -654,7 +654,8 @@ def table_rows(loaded, judge, prompts, seeds, truth, K):
     """The table: ceiling, floor and one row per model, each a dict of evaluate_videos results. Oracle, CLIP score and
     frame consistency judge videos generated from the prompt alone; SSIM and PSNR compare frames K.. continued from
     the truth's first chunk with the truth. Also returns SSIM and PSNR of holding the last true context frame still:
-    what a continuation must beat to have predicted any motion at all."""
+    what a continuation must beat to have predicted any motion at all, and each model's generated videos (unclamped),
+    for drift_and_speed to read again rather than make again."""
     Fr = truth.shape[1]
     ref, neighbour = truth[:, K:], truth.roll(-1, 0)               # row b of neighbour: video b + 1
     alternating = torch.where((torch.arange(Fr) % 2 == 1).view(1, Fr, 1, 1, 1), neighbour, truth)  # b, b+1, b, ...
@@ -663,22 +664,25 @@ def table_rows(loaded, judge, prompts, seeds, truth, K):
             "shuffled prompts (floor)": {**evaluate_videos(truth, prompts[1:] + prompts[:1], JUDGED[:2], judge=judge),
                                          **evaluate_videos(alternating, prompts, JUDGED[2:], judge=judge),
                                          **evaluate_videos(neighbour[:, K:], prompts, COMPARED, references=ref)}}
+    made = {}
     for m in tqdm(list(loaded), desc="evaluating", leave=False):
         net, cfg = loaded[m]
         video, _ = generate(net, cfg, prompts, Fr, seeds, which=m, progress=False)
+        made[m] = video
         cont = torch.cat([continue_videos(net, cfg, truth[i:i + 64], prompts[i:i + 64], seeds[i:i + 64], m)
                           for i in range(0, len(prompts), 64)])   # 64 at a time: memory flat in --videos
         rows[m] = {**evaluate_videos(video.clamp(-1, 1), prompts, JUDGED, judge=judge),   # clamped, as shown
                    **evaluate_videos(cont[:, K:].clamp(-1, 1), prompts, COMPARED, references=ref)}
     still = truth[:, K - 1:K].expand(-1, Fr - K, -1, -1, -1)       # (B, F - K, 3, H, W): the last context frame
-    return rows, evaluate_videos(still, prompts, COMPARED, references=ref)
+    return rows, evaluate_videos(still, prompts, COMPARED, references=ref), made
 
 
-def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats):
+def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats, made=None):
     """Drift: Self Forcing streamed to 4x the training length through the rolling cache, judged by 3-frame windows in
-    the last quarter; with the teacher loaded, its own windows at the training length beside them. Speed: the same
-    one-video clip through each sampler, medians of `repeats` runs. Either needs Self Forcing ({} without it,
-    --models); the teacher's figures only with the teacher loaded."""
+    the last quarter; with the teacher loaded, its own windows at the training length beside them (read from
+    made["teacher"], table_rows' videos of these prompts and seeds, when given). Speed: the same one-video clip
+    through each sampler, medians of `repeats` runs. Either needs Self Forcing ({} without it, --models); the
+    teacher's figures only with the teacher loaded."""
     if "self_forcing" not in loaded:
         return {}
     net, cfg = loaded["self_forcing"]
@@ -707,8 +711,12 @@ def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats):
     if "teacher" in loaded:
         teacher, teacher_cfg = loaded["teacher"]
         # what the student was distilled from, judged the same way: the teacher's own 3-frame windows on the same
-        # object prompts at the training length (the longest clip it makes), the reference the drift is read against
-        short, _ = generate(teacher, teacher_cfg, long_prompts, Fr, long_seeds, which="teacher", progress=False)
+        # object prompts at the training length (the longest clip it makes), the reference the drift is read against;
+        # the table's videos when it made them (a video does not depend on what it is batched with: the same ones)
+        if made is not None and "teacher" in made:
+            short = made["teacher"][objects]                     # (len(objects), Fr, 3, H, W)
+        else:
+            short, _ = generate(teacher, teacher_cfg, long_prompts, Fr, long_seeds, which="teacher", progress=False)
         r["drift_teacher_first_length"] = window_share([toydata.window_adherence(v, p)
                                                         for v, p in zip(short, long_prompts)])
         # the teacher's sampler for the same clip: what the student's speed-up is against
@@ -755,9 +763,9 @@ def main(argv=None):
     torch.manual_seed(0)
     prompts, seeds = toydata.eval_set(args.videos, Fr, res)
     truth = toydata.render_batch(prompts, seeds, Fr, res)                           # (B, F, 3, H, W)
-    rows, frozen = table_rows(loaded, judge, prompts, seeds, truth, K)
+    rows, frozen, made = table_rows(loaded, judge, prompts, seeds, truth, K)
     retrieval = hard_negative_retrieval(judge, 400, Fr, res)
-    r = drift_and_speed(loaded, prompts, seeds, Fr, res, args.repeats)
+    r = drift_and_speed(loaded, prompts, seeds, Fr, res, args.repeats, made)
 
     cols = [("all", "%"), ("colour", "%"), ("shape", "%"), ("motion", "%"), ("colour_from", "%"), ("colour_to", "%"),
             ("clip_score", ".1f"), ("frame_consistency", ".3f"), ("ssim", ".3f"), ("psnr", ".1f")]

@@ -308,6 +308,14 @@ def test_drift_is_split_into_straight_lines_and_orbits(micro_run, monkeypatch):
     assert n["orbits"] > 0 and sum(n.values()) == r["drift_videos"], (n, r["drift_videos"])
     share = pytest.approx(100 * n["straight"] / r["drift_videos"])
     assert r["drift_last_quarter"] == share and r["drift_first_length"] == share, r
+    # evaluate.main hands on the table's videos: the teacher's reference is read from them, not sampled again
+    asked = []
+    monkeypatch.setattr(evaluate, "generate", lambda *a, **kw: asked.append(len(a[2])) or
+                        straight_right_orbits_mirrored(*a, **kw))
+    made = {"teacher": straight_right_orbits_mirrored(net, cfg, prompts, 12, seeds)[0]}   # orbits mirrored
+    r = evaluate.drift_and_speed({"teacher": net_cfg, "self_forcing": net_cfg}, prompts, seeds, 12, 32, 1, made)
+    assert r["drift_teacher_first_length"] == share, r
+    assert sorted(set(asked)) == [1, r["drift_videos"]], asked   # the student's rollouts and the one-video timings
 
 
 @pytest.mark.parametrize("models, rows, lines", [
