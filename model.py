@@ -484,7 +484,8 @@ class CausalDiT(nn.Module):
         prompt (B, D): they depend on nothing else. memo (a KVCache's): a streamed video asks for the same few levels
         chunk after chunk (the student's 4 sigmas, the re-fill's 0), so without gradient each set is made once per
         video and looked up after, 7 of the 33 linear layers of a student call (a call with gradient, the Self
-        Forcing rollout's exit step, makes its own, so that gradient reaches the adaLN weights)."""
+        Forcing rollout's exit step, makes its own, so that gradient reaches the adaLN weights). A cache serves one
+        stream, and no optimizer step falls inside one, so what it keeps is never stale."""
         use_memo = memo is not None and not torch.is_grad_enabled()
         key = (tuple(t.shape), tuple(t.flatten().tolist())) if use_memo else None
         if use_memo and key in memo:
