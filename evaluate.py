@@ -380,7 +380,7 @@ def world_fingerprint(frames, resolution):
 def toy_clip_name(frames, resolution):
     """The cached judge's file name for this world: the default world's is toyclip_<res>px_<frames>f.pt; a run whose
     orbits start near the top (train.py orbit_start_deg) gets its own file, so two runs do not retrain it in turn."""
-    world = "" if toydata.ORBIT_START_DEG >= 180 else f"_orbits{toydata.ORBIT_START_DEG:g}"
+    world = "" if toydata.orbits_start_anywhere() else f"_orbits{toydata.ORBIT_START_DEG:g}"
     return f"toyclip_{resolution}px_{frames}f{world}.pt"
 
 

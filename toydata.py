@@ -205,11 +205,16 @@ def orbit_start_ok(deg):
     return isinstance(deg, (int, float)) and not isinstance(deg, bool) and 0 <= deg <= 180
 
 
+def orbits_start_anywhere():
+    """Is this the default world, whose orbits start at any angle? (ORBIT_START_DEG 180; less: near the top)"""
+    return ORBIT_START_DEG >= 180
+
+
 def _orbit_start(u):
     """An orbit's start angle from a uniform draw u in [0, 1): anywhere (ORBIT_START_DEG 180, drawn as 2 pi u, as
     the default world always was), else within ORBIT_START_DEG of the top, which is angle -pi/2 (y points down)."""
     assert orbit_start_ok(ORBIT_START_DEG), f"ORBIT_START_DEG must lie in [0, 180], got {ORBIT_START_DEG}"
-    if ORBIT_START_DEG >= 180:
+    if orbits_start_anywhere():
         return 2 * math.pi * u
     return -math.pi / 2 + math.radians(ORBIT_START_DEG) * (2 * u - 1)
 

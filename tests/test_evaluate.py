@@ -442,3 +442,12 @@ def test_shape_readback_reads_the_models_prediction_not_the_truth():
     got = shape_readback(circles, sigmas=(0.02, 0.5), frames=6, prompts=prompts)
     truth_circles = 100 * sum("circle" in p for p in prompts) / len(prompts)
     assert got == {0.02: truth_circles, 0.5: truth_circles} and 0 < truth_circles < 100, got
+
+
+def test_each_world_gets_its_own_toy_clip_file(monkeypatch):
+    import evaluate
+    monkeypatch.setattr(toydata, "ORBIT_START_DEG", 180.0)     # load_model sets it from a checkpoint: set it here
+    assert evaluate.toy_clip_name(12, 32) == "toyclip_32px_12f.pt"                 # the default world: anywhere
+    monkeypatch.setattr(toydata, "ORBIT_START_DEG", 30.0)
+    assert not toydata.orbits_start_anywhere()
+    assert evaluate.toy_clip_name(12, 32) == "toyclip_32px_12f_orbits30.pt"        # orbits near the top
