@@ -677,10 +677,10 @@ def table_rows(loaded, judge, prompts, seeds, truth, K):
     return rows, evaluate_videos(still, prompts, COMPARED, references=ref), made
 
 
-def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats, made=None):
+def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats, teacher_videos=None):
     """Drift: Self Forcing streamed to 4x the training length through the rolling cache, judged by 3-frame windows in
     the last quarter; with the teacher loaded, its own windows at the training length beside them (read from
-    made["teacher"], table_rows' videos of these prompts and seeds, when given). Speed: the same one-video clip
+    teacher_videos, table_rows' teacher videos of these prompts and seeds, when given). Speed: the same one-video clip
     through each sampler, medians of `repeats` runs. Either needs Self Forcing ({} without it, --models); the
     teacher's figures only with the teacher loaded."""
     if "self_forcing" not in loaded:
@@ -713,8 +713,8 @@ def drift_and_speed(loaded, prompts, seeds, Fr, res, repeats, made=None):
         # what the student was distilled from, judged the same way: the teacher's own 3-frame windows on the same
         # object prompts at the training length (the longest clip it makes), the reference the drift is read against;
         # the table's videos when it made them (a video does not depend on what it is batched with: the same ones)
-        if made is not None and "teacher" in made:
-            short = made["teacher"][objects]                     # (len(objects), Fr, 3, H, W)
+        if teacher_videos is not None:
+            short = teacher_videos[objects]                      # (len(objects), Fr, 3, H, W)
         else:
             short, _ = generate(teacher, teacher_cfg, long_prompts, Fr, long_seeds, which="teacher", progress=False)
         r["drift_teacher_first_length"] = window_share([toydata.window_adherence(v, p)
@@ -765,7 +765,7 @@ def main(argv=None):
     truth = toydata.render_batch(prompts, seeds, Fr, res)                           # (B, F, 3, H, W)
     rows, frozen, made = table_rows(loaded, judge, prompts, seeds, truth, K)
     retrieval = hard_negative_retrieval(judge, 400, Fr, res)
-    r = drift_and_speed(loaded, prompts, seeds, Fr, res, args.repeats, made)
+    r = drift_and_speed(loaded, prompts, seeds, Fr, res, args.repeats, made.get("teacher"))
 
     cols = [("all", "%"), ("colour", "%"), ("shape", "%"), ("motion", "%"), ("colour_from", "%"), ("colour_to", "%"),
             ("clip_score", ".1f"), ("frame_consistency", ".3f"), ("ssim", ".3f"), ("psnr", ".1f")]

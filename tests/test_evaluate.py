@@ -312,7 +312,7 @@ def test_drift_is_split_into_straight_lines_and_orbits(micro_run, monkeypatch):
     asked = []
     monkeypatch.setattr(evaluate, "generate", lambda *a, **kw: asked.append(len(a[2])) or
                         straight_right_orbits_mirrored(*a, **kw))
-    made = {"teacher": straight_right_orbits_mirrored(net, cfg, prompts, 12, seeds)[0]}   # orbits mirrored
+    made = straight_right_orbits_mirrored(net, cfg, prompts, 12, seeds)[0]   # the table's teacher, orbits mirrored
     r = evaluate.drift_and_speed({"teacher": net_cfg, "self_forcing": net_cfg}, prompts, seeds, 12, 32, 1, made)
     assert r["drift_teacher_first_length"] == share, r
     assert sorted(set(asked)) == [1, r["drift_videos"]], asked   # the student's rollouts and the one-video timings
