@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import toydata
 from evaluate import median_seconds
 from model import CausalDiT, add_noise, euler_sample, stream_sample, student_sigmas
-from sample import first_chunk_block, teacher_order
+from sample import first_chunk_block, rolling_cache, teacher_order
 
 
 def peak_rss_mb(reset=False):
@@ -103,12 +103,13 @@ def samplers(teacher, student, config, batch):
     F_, K, res = config["num_frames"], config["chunk"], config["resolution"]
     tokens = toydata.tokenize(["A red circle moving from left to right"] * batch)
     sig = student_sigmas(4, config["shift"])
-    window = config.get("window") or F_ - K
+    window, sink = rolling_cache(config)
     gen = lambda: torch.Generator().manual_seed(0)
     noise = torch.randn(batch, F_, 3, res, res, generator=gen())
 
     def stream(frames, kv, **kw):
-        return stream_sample(student, tokens, frames, sig, generator=gen(), kv_cache=kv, window=window, **kw)
+        return stream_sample(student, tokens, frames, sig, generator=gen(), kv_cache=kv, window=window, sink=sink,
+                             **kw)
 
     def teach():
         return euler_sample(teacher, tokens, noise, config["teacher_steps"], config["shift"], config["guidance"],

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 import toydata
 from model import add_noise, euler_sample, stream_euler_sample, stream_sample, student_sigmas
-from sample import OneLineParser, SampleError, generate, load_model
+from sample import OneLineParser, SampleError, generate, load_model, rolling_cache
 
 MODELS = ["teacher", "ode", "self_forcing"]
 METRICS = ("oracle", "clip_score", "frame_consistency", "ssim", "psnr", "fps")
@@ -599,6 +599,7 @@ def continue_videos(model, config, truth, prompts, seeds, which):
     K, Fr = config["chunk"], truth.shape[1]
     tokens = toydata.tokenize(prompts)
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    window, sink = rolling_cache(config)
     if which == "teacher":
         noise = torch.stack([torch.randn(truth.shape[1:], generator=g) for g in gens])   # (B, F, 3, H, W)
         return euler_sample(model, tokens, noise, config["teacher_steps"], config["shift"], config["guidance"],
@@ -606,12 +607,11 @@ def continue_videos(model, config, truth, prompts, seeds, which):
     if which == "diffusion":  # the ablation's diffusion baselines: many Euler steps per chunk, the truth cached first
         noise = torch.stack([torch.randn(truth.shape[1:], generator=g) for g in gens])   # (B, F, 3, H, W)
         return stream_euler_sample(model, tokens, noise, config["teacher_steps"], config["shift"], config["guidance"],
-                                   window=config.get("window") or config["num_frames"] - K,
-                                   sink=config.get("sink", 0), prefix=truth[:, :K])
+                                   window=window, sink=sink, prefix=truth[:, :K])
     sigmas = student_sigmas(4, config["shift"])
     noise = torch.stack([torch.randn(len(sigmas), *truth.shape[1:], generator=g) for g in gens], 1)  # (S, B, F, ...)
     return stream_sample(model, tokens, Fr, sigmas, noise=noise, prefix=truth[:, :K],   # the truth enters the cache
-                         window=config.get("window") or config["num_frames"] - K, sink=config.get("sink", 0))
+                         window=window, sink=sink)
 
 
 def orbit_continuation(model, config, which, start, videos=48):
@@ -744,6 +744,10 @@ def main(argv=None):
     ap.add_argument("--models", default=",".join(MODELS),
                     help="which of the run's models to judge, comma-separated (default all three). The teacher's "
                          "rows cost most of the time at many videos; drift needs self_forcing, speed both ends")
+    ap.add_argument("--window", type=int, help="recent frames the rolling KV cache keeps at 4x (default: the run's, "
+                                               "sample.rolling_cache)")
+    ap.add_argument("--sink", type=int, help="first frames it never evicts (default: the run's, none unless its "
+                                             "config set one)")
     args = ap.parse_args(argv)
     try:
         if args.videos < 1 or args.repeats < 1 or args.clip_steps < 1:
@@ -752,7 +756,10 @@ def main(argv=None):
         if not chosen or any(m not in MODELS for m in chosen):
             raise ValueError(f"--models takes a comma-separated list of {', '.join(MODELS)}, got {args.models!r}")
         loaded = {m: load_model(args.out_dir, m) for m in MODELS if m in chosen}   # table rows in training order
-        Fr, res, K = (next(iter(loaded.values()))[1][k] for k in ("num_frames", "resolution", "chunk"))
+        for _, cfg in loaded.values():   # --window / --sink: the rolling cache of every stream past the training length
+            cfg["window"], cfg["sink"] = rolling_cache(cfg, args.window, args.sink)
+        Fr, res, K, window, sink = (next(iter(loaded.values()))[1][k]
+                                    for k in ("num_frames", "resolution", "chunk", "window", "sink"))
         path = args.toy_clip or os.path.join(os.path.dirname(os.path.abspath(args.out_dir)), toy_clip_name(Fr, res))
         if not args.clip and not os.path.exists(path):
             print(f"training the toy CLIP judge once ({args.clip_steps} steps) into {path}", file=sys.stderr)
@@ -784,9 +791,10 @@ def main(argv=None):
     print(f"judge: {which}; top-1 among hard negatives on 400 held-out ground-truth videos: "
           + ", ".join(f"{k} {v:.1f}%" for k, v in retrieval.items()))
     if r:   # Self Forcing was judged (--models)
-        print(f"\nSelf Forcing at {4 * Fr} frames (rolling cache), 3-frame windows in the last quarter matching the "
-              f"prompt: {r['drift_last_quarter']:.1f}% (ground truth {r['drift_ground_truth']:.1f}%, "
-              f"{r['drift_videos']} object prompts)")
+        kept = f"the first {sink} frames and the last {window}" if sink else f"the last {window} frames"
+        print(f"\nSelf Forcing at {4 * Fr} frames (rolling cache: {kept}), "
+              f"3-frame windows in the last quarter matching the prompt: {r['drift_last_quarter']:.1f}% (ground truth "
+              f"{r['drift_ground_truth']:.1f}%, {r['drift_videos']} object prompts)")
         split = "; ".join(f"{k} {d['first_length']:.1f} -> {d['last_quarter']:.1f}% ({d['videos']})"
                           for k, d in r["drift_by_motion"].items())
         print(f"  windows within the first {Fr} frames -> in the last quarter: all {r['drift_first_length']:.1f} -> "
@@ -804,12 +812,13 @@ def main(argv=None):
               f"{r['recompute_4x_s'] * 1000:.0f} ms ({r['recompute_4x_s'] / r['cached_4x_s']:.1f}x)")
     for row in rows.values():   # JSON has no infinity: the ceiling's PSNR (identical frames) is written as null
         row["psnr"] = None if row["psnr"] == math.inf else row["psnr"]
-    # the default table is eval.json; other counts or models get a name of their own, so as not to overwrite it
-    default = args.videos == ap.get_default("videos") and list(loaded) == MODELS
-    name = "eval.json" if default else f"eval_{args.videos}_{'+'.join(loaded)}.json"
+    # the default table is eval.json; other counts, models or caches get a name of their own, so as not to overwrite it
+    cache = "" if args.window is None and args.sink is None else f"_window{window}_sink{sink}"
+    default = args.videos == ap.get_default("videos") and list(loaded) == MODELS and not cache
+    name = "eval.json" if default else f"eval_{args.videos}_{'+'.join(loaded)}{cache}.json"
     with open(os.path.join(args.out_dir, name), "w") as f:
         json.dump(dict(videos=args.videos, models=list(loaded), rows=rows, hold_last_frame=frozen, judge=which,
-                       judge_retrieval=retrieval, **r), f, indent=1)
+                       judge_retrieval=retrieval, window=window, sink=sink, **r), f, indent=1)
     print(f"written to {os.path.join(args.out_dir, name)}")
     return 0
 

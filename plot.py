@@ -307,8 +307,9 @@ def plot_masks(path, num_frames=12, chunk=3, window=None, sink=None, long_frames
     drawn}, so a test can hold the picture against make_attention_mask."""
     F, K, ff = num_frames, chunk, first_frame
     alone = " (frame 0 alone)" if ff else ""
-    window = F - K if window is None else window             # sample.py's default: all the context training saw
-    sink = K if sink is None else sink
+    # unless told: the first chunk as sink frames (what config/orbits_long.py keeps; the picture shows what a sink is)
+    # and recent frames up to training's context, sample.rolling_cache's rule
+    window, sink = sample.rolling_cache(dict(num_frames=F, chunk=K, sink=K), window, sink)
     long_frames = long_frames or 2 * F
     panels = {  # name: (frame mask, frames per half, chunk to mark, sink, title)
         "bidirectional": (make_attention_mask(F, 1, K, "bidirectional"), F, None, 0,
@@ -561,7 +562,7 @@ def plot_all(out_dir, num_prompts=4, drift_videos=24):
         made(os.path.join(plots, "curves.png"))
     else:
         skipped.append(f"curves.png ({log_path} has no value logged twice yet)")
-    plot_masks(os.path.join(plots, "masks.png"), F, K, config.get("window") or F - K, config.get("sink") or K,
+    plot_masks(os.path.join(plots, "masks.png"), F, K, *sample.rolling_cache(config),
                first_frame=models[final][0].cfg.first_frame)
     made(os.path.join(plots, "masks.png"))
 
@@ -591,9 +592,9 @@ def plot_all(out_dir, num_prompts=4, drift_videos=24):
     for m in streamers:
         net, cfg = models[m]
         # one batched stream rather than sample.generate's stream per video: same sampler, a fraction of the time
+        window, sink = sample.rolling_cache(cfg)
         long = stream_sample(net, toydata.tokenize(long_p), 4 * F, student_sigmas(4, cfg["shift"]),
-                             generator=torch.Generator().manual_seed(0), window=cfg.get("window") or F - K,
-                             sink=cfg.get("sink", 0))
+                             generator=torch.Generator().manual_seed(0), window=window, sink=sink)
         curves[NAMES[m]] = drift_curves(long, long_p)
     made(plot_drift(curves, F, os.path.join(plots, "drift.png"),
                     note=f"{len(long_p)} object prompts,\n{4 * F} frames (4x training)"))

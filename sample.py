@@ -155,6 +155,22 @@ def teacher_order(config):
                 first_frame=config.get("teacher_first_frame", False))
 
 
+def rolling_cache(config, window=None, sink=None):
+    """(window, sink) of the rolling KV cache that streams past the training length: the first `sink` frames are never
+    evicted (the run's train.py sink: none by default) and the `window` most recent ones are kept beside them; window
+    0 in the config means num_frames - K - sink, so the cache never holds more than the num_frames - K frames of
+    context training showed the model (but at least one chunk of recent ones). A sink of the first chunk shows a 4x
+    rollout where its video began: in a world whose orbits all start near the top of their circle, where and which
+    way its orbit began (config/orbits_long.py keeps it; README, "The first chunk kept"). window/sink given: used as
+    they are (sample.py and evaluate.py --window / --sink)."""
+    sink = config.get("sink", 0) if sink is None else sink
+    if window is None:
+        window = config.get("window") or max(config["num_frames"] - config["chunk"] - sink, config["chunk"])
+    if window < 0 or sink < 0:
+        raise SampleError(f"--window and --sink must be >= 0, got {window} and {sink}")
+    return window, sink
+
+
 def first_chunk_block(model):
     """The index of the streamed block after which the first K frames exist (stream_sample's progress index):
     0, or 1 when the student makes frame 0 alone (ModelConfig.first_frame). Time to first chunk is read there."""
@@ -196,17 +212,13 @@ def generate(model, config, prompts, num_frames, seeds, which="self_forcing", kv
         raise SampleError(f"--steps must be at least 1, got {steps}")
     if guidance is not None and not math.isfinite(guidance):
         raise SampleError(f"--guidance must be a finite number, got {guidance}")
-    if (window is not None and window < 0) or (sink is not None and sink < 0):
-        raise SampleError(f"--window and --sink must be >= 0, got {window} and {sink}")
+    window, sink = rolling_cache(config, window, sink)
     if len(seeds) != len(prompts) or not all(0 <= int(s) < 2 ** 63 for s in seeds):
         raise SampleError(f"need one seed in [0, 2**63) per prompt, got {len(seeds)} seeds for {len(prompts)} prompts")
     device = next(model.parameters()).device
     tokens = toydata.tokenize(prompts).to(device)
     # each video's noise comes from its own seed, so a video does not depend on what it was batched with
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    if window is None:  # the rolling cache keeps as much context as training ever showed the model
-        window = config.get("window") or config["num_frames"] - K
-    sink = config.get("sink", 0) if sink is None else sink
     t0 = time.perf_counter()
     first = []
     if which in ("teacher", "diffusion"):
@@ -284,8 +296,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, help="denoising steps (student default 4, teacher: its training config)")
     ap.add_argument("--guidance", type=float, help="CFG scale for the teacher (default: the training config)")
-    ap.add_argument("--window", type=int, help="context frames kept by the rolling KV cache")
-    ap.add_argument("--sink", type=int, help="first frames never evicted from the cache")
+    ap.add_argument("--window", type=int, help="recent frames kept by the rolling KV cache (default: num_frames - "
+                                               "chunk - sink of the training config)")
+    ap.add_argument("--sink", type=int, help="first frames never evicted from the cache (default: the training "
+                                             "config's, none unless it set one)")
     ap.add_argument("--no_kv_cache", action="store_true", help="recompute the whole context at every step")
     ap.add_argument("--save_dir", help="where videos go (default <out_dir>/samples)")
     ap.add_argument("--grid", help="also write every video as one PNG film strip (a row per video) to this path")

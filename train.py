@@ -119,8 +119,10 @@ diffusion_iters = 500
 teacher_chunk = 0            # chunk of the teacher's streaming layout and sampler; 0 = chunk (frame-wise ablation
                              # rows keep the chunk-wise teacher: sampled frame by frame it moves objects far less)
 # sampling long videos with the rolling KV cache (also stored in checkpoints for sample.py)
-window = 0                   # context frames kept in the cache; 0 = num_frames - chunk (what training saw)
-sink = 0                     # frames from the start that are never evicted
+window = 0                   # recent frames kept in the cache; 0 = num_frames - chunk - sink (at least chunk): with
+                             # the sink, as much context as training ever showed (sample.rolling_cache)
+sink = 0                     # first frames never evicted. Keeping the first chunk (3) helps where every orbit starts
+                             # the same way (config/orbits_long.py) and costs straight lines elsewhere (README)
 # -----------------------------------------------------------------------------
 
 

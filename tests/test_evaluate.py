@@ -12,7 +12,7 @@ from conftest import run_py
 from evaluate import (MODELS, clip_scores, continue_videos, evaluate_videos, frame_consistency,
                       hard_negative_retrieval, late_window_adherence, oracle_scores, pretrained_clip, psnr, ssim,
                       toy_clip)
-from sample import generate, load_model
+from sample import generate, load_model, rolling_cache
 
 RANDOM = torch.Generator().manual_seed(0)
 
@@ -334,6 +334,23 @@ def test_cli_judges_only_the_models_asked_for(micro_run, tmp_path, models, rows,
         saved = json.load(f)
     assert set(saved["models"]) == rows and set(saved["rows"]) - {"ground truth (ceiling)",
                                                                   "shuffled prompts (floor)"} == rows
+
+
+def test_cli_takes_the_rolling_cache_of_the_drift(micro_run, tmp_path):
+    out, _ = micro_run
+    window, sink = rolling_cache(load_model(out, "self_forcing")[1])
+    args = ("--out_dir", out, "--videos", "3", "--repeats", "1", "--models", "self_forcing", "--toy_clip",
+            str(tmp_path / "toyclip.pt"), "--clip_steps", "5")
+    r = run_py("evaluate.py", *args)
+    assert r.returncode == 0 and f"rolling cache: the last {window} frames)" in r.stdout, r.stdout
+    with open(os.path.join(out, "eval_3_self_forcing.json")) as f:
+        saved = json.load(f)
+    assert (saved["window"], saved["sink"]) == (window, sink) == (3, 0), saved
+    r = run_py("evaluate.py", *args, "--sink", "3")   # the first chunk kept, as config/orbits_long.py's runs
+    assert r.returncode == 0 and "rolling cache: the first 3 frames and the last 3)" in r.stdout, r.stdout
+    with open(os.path.join(out, "eval_3_self_forcing_window3_sink3.json")) as f:   # a file of its own
+        saved = json.load(f)
+    assert (saved["window"], saved["sink"]) == (3, 3) and 0 <= saved["drift_last_quarter"] <= 100
 
 
 @pytest.mark.parametrize("extra, needle", [((), "no checkpoint"), (("--videos", "0"), "at least 1"),

@@ -7,7 +7,7 @@ import torch
 
 from conftest import run_py
 import toydata
-from sample import SampleError, generate_video, load_model
+from sample import SampleError, generate, generate_video, load_model, rolling_cache
 
 PROMPT = "A red circle moving from left to right"
 
@@ -37,6 +37,30 @@ def test_longer_than_training_through_the_rolling_cache(micro_run):
     out, _ = micro_run
     v = generate_video(PROMPT, out_dir=out, num_frames=24, seed=0)   # 4x the micro training length
     assert v.shape[0] == 24 and torch.isfinite(v).all()
+
+
+def test_rolling_cache_holds_the_context_training_showed():
+    """Past the training length the cache keeps num_frames - K frames: the last ones, or the sink frames and then as
+    many recent ones as fit (at least one chunk of them); an older run's config (no sink key) keeps the last F - K."""
+    tiny = dict(num_frames=12, chunk=3, window=0, sink=0)
+    assert rolling_cache(tiny) == (9, 0) and rolling_cache(dict(num_frames=12, chunk=3)) == (9, 0)
+    assert rolling_cache(dict(tiny, sink=3)) == (6, 3), "config/orbits_long.py: the first chunk and the last 6"
+    assert rolling_cache(dict(tiny, num_frames=6, sink=3)) == (3, 3), "at least one chunk of recent frames"
+    assert rolling_cache(dict(tiny, window=4)) == (4, 0) and rolling_cache(tiny, window=5, sink=2) == (5, 2)
+    assert rolling_cache(tiny, sink=3) == (6, 3), "--sink alone: the window shrinks to fit"
+    with pytest.raises(SampleError, match="must be >= 0"):
+        rolling_cache(tiny, sink=-1)
+
+
+def test_the_sink_changes_nothing_within_the_training_length(micro_run):
+    out, _ = micro_run
+    model, config = load_model(out, "self_forcing")
+    assert rolling_cache(config) == (3, 0), "the micro run (6 frames, chunk 3) keeps the last 3 frames"
+    video = lambda F, **cache: generate(model, config, [PROMPT], F, [0], progress=False, **cache)[0]
+    assert torch.equal(video(6), video(6, sink=3))      # nothing is evicted yet
+    plain, kept = video(24), video(24, sink=3)
+    assert torch.equal(plain[:, :6], kept[:, :6])
+    assert not torch.equal(plain[:, 6:9], kept[:, 6:9]), "frames 6-8 see frames 0-2 too with the sink"
 
 
 def test_teacher_and_ode_models_sample(micro_run):
