@@ -163,11 +163,12 @@ def rolling_cache(config, window=None, sink=None):
     rollout where its video began: in a world whose orbits all start near the top of their circle, where and which
     way its orbit began (config/orbits_long.py keeps it; README, "The first chunk kept"). window/sink given: used as
     they are (sample.py and evaluate.py --window / --sink)."""
+    for name, given in (("window", window), ("sink", sink)):   # (train.py checks its config's)
+        if given is not None and given < 0:
+            raise SampleError(f"--{name} must be >= 0, got {given}")
     sink = config.get("sink", 0) if sink is None else sink
     if window is None:
         window = config.get("window") or max(config["num_frames"] - config["chunk"] - sink, config["chunk"])
-    if window < 0 or sink < 0:
-        raise SampleError(f"--window and --sink must be >= 0, got {window} and {sink}")
     return window, sink
 
 

@@ -362,7 +362,7 @@ CLI_CASES = [
     ("sample.py", ["--out_dir", "{run}", "--prompt", PROMPT, "--num_samples", "0"], "--num_samples must be at least"),
     ("sample.py", ["--out_dir", "{run}", "--prompt", PROMPT, "--steps", "0"], "--steps must be at least 1"),
     ("sample.py", ["--out_dir", "{run}", "--prompt", PROMPT, "--guidance", "nan"], "--guidance must be a finite"),
-    ("sample.py", ["--out_dir", "{run}", "--prompt", PROMPT, "--window", "-1"], "--window and --sink must be >= 0"),
+    ("sample.py", ["--out_dir", "{run}", "--prompt", PROMPT, "--window", "-1"], "--window must be >= 0, got -1"),
     ("sample.py", ["--out_dir", "{run}", "--prompt", PROMPT, "--seed", "-1"], "--seed must lie in [0, 2**63)"),
     ("sample.py", ["--out_dir", "{run}", "--prompt", PROMPT, "--model", "nope"], "invalid choice: 'nope'"),
     ("sample.py", ["--out_dir", "{run}", "--prompt", PROMPT, "--device", "gpu"], "'gpu' is not a device name"),

@@ -48,7 +48,7 @@ def test_rolling_cache_holds_the_context_training_showed():
     assert rolling_cache(dict(tiny, num_frames=6, sink=3)) == (3, 3), "at least one chunk of recent frames"
     assert rolling_cache(dict(tiny, window=4)) == (4, 0) and rolling_cache(tiny, window=5, sink=2) == (5, 2)
     assert rolling_cache(tiny, sink=3) == (6, 3), "--sink alone: the window shrinks to fit"
-    with pytest.raises(SampleError, match="must be >= 0"):
+    with pytest.raises(SampleError, match="--sink must be >= 0, got -1"):
         rolling_cache(tiny, sink=-1)
 
 
