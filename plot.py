@@ -319,7 +319,8 @@ def plot_masks(path, num_frames=12, chunk=3, window=None, sink=None, long_frames
         "teacher forcing": (make_attention_mask(F, 1, K, "teacher_forcing", first_frame=ff), F, K, 0,
                             "teacher forcing [clean | noisy] (ODE init)\nnoisy block i sees clean blocks < i"),
         "streaming": (make_attention_mask(long_frames, 1, K, "causal", window, sink, ff), long_frames, K, sink,
-                      f"streaming {long_frames} frames: KV cache of\nthe last {window} frames + {sink} sink frames"),
+                      f"streaming {long_frames} frames: KV cache of\nthe last {window} frames"
+                      + (f" + {sink} sink frames" if sink else "")),
     }
     fig, drawn = new_figure(7.6), {}
     for ax, (name, (vis, frames, k, s, title)) in zip(fig.subplots(2, 2).ravel(), panels.items()):
